@@ -1,0 +1,1 @@
+"""Agent handlers: plain async functions, event in, events out."""

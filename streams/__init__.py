@@ -1,0 +1,1 @@
+"""Kappa Agents: a Kafka-native runtime for multi-agent AI systems."""

@@ -1,0 +1,37 @@
+"""One root exception for everything the runtime raises on purpose.
+
+Library errors are converted where they enter the runtime, so callers catch
+``KappaError`` (or a subclass) and never a faust/confluent/fastavro type.
+"""
+
+
+class KappaError(Exception):
+    """Root of every error the runtime raises deliberately."""
+
+
+class ConfigError(KappaError):
+    """A deployment setting (environment variable, CLI flag) is wrong."""
+
+
+class TopologyError(KappaError):
+    """topology.yaml is invalid; ``problems`` lists every problem found."""
+
+    def __init__(self, problems: list["object"]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(str(p) for p in problems))
+
+
+class EnvelopeError(KappaError):
+    """Bytes on a topic are not a valid event; the reason says which part."""
+
+
+class BrokerError(KappaError):
+    """The broker could not be started, reached or administered."""
+
+
+class ModelError(KappaError):
+    """A call to the language model failed."""
+
+
+class ReplayError(KappaError):
+    """An offset reset was refused (group active, bad target)."""

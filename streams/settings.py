@@ -1,0 +1,64 @@
+"""Deployment settings: the environment is their one source.
+
+``topology.yaml`` holds the wiring; everything that differs between a laptop and
+production (where the broker is, where state lives, which model answers) is an
+environment variable with a ``KAPPA_`` prefix, plus Kafka's conventional
+``KAFKA_BOOTSTRAP_SERVERS``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from streams.errors import ConfigError
+
+DEFAULT_EMBEDDED_PORT = 19092
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything read from the environment, read once."""
+
+    bootstrap_servers: str | None
+    """Set: use that cluster and start nothing. Unset: the embedded broker."""
+    state_dir: Path
+    """Broker pid/log files and RocksDB table data live below it."""
+    namespace: str
+    """Prefix for every topic, consumer group and table name (tests, sandboxes)."""
+    embedded_port: int
+    topology_path: Path
+
+    @property
+    def tables_dir(self) -> Path:
+        return self.state_dir / "tables"
+
+    @property
+    def broker_dir(self) -> Path:
+        return self.state_dir / "broker"
+
+    def bootstrap(self) -> str:
+        """Where clients connect: the configured cluster or the embedded broker."""
+        return self.bootstrap_servers or f"127.0.0.1:{self.embedded_port}"
+
+
+def load_settings(environ: dict[str, str] | None = None) -> Settings:
+    env = os.environ if environ is None else environ
+    return Settings(
+        bootstrap_servers=env.get("KAFKA_BOOTSTRAP_SERVERS") or None,
+        state_dir=Path(env.get("KAPPA_STATE_DIR", ".kappa")).absolute(),
+        namespace=env.get("KAPPA_NAMESPACE", ""),
+        embedded_port=_int(env, "KAPPA_BROKER_PORT", DEFAULT_EMBEDDED_PORT),
+        topology_path=Path(env.get("KAPPA_TOPOLOGY", "topology.yaml")),
+    )
+
+
+def _int(env: os._Environ[str] | dict[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{name}={raw!r} is not a whole number; set it to e.g. {default}") from exc

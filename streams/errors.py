@@ -35,3 +35,7 @@ class ModelError(KappaError):
 
 class ReplayError(KappaError):
     """An offset reset was refused (group active, bad target)."""
+
+
+class EmitError(KappaError):
+    """An agent tried to publish what its topology or schema forbids."""

@@ -51,9 +51,8 @@ class Model(Protocol):
 
     async def complete(self, messages: Sequence[ChatMessage], **opts: Any) -> Completion: ...
 
-
-class Table(MutableMapping[str, Any], Protocol):
-    """A table the agent owns: a RocksDB projection rebuilt from its changelog."""
+    async def aclose(self) -> None:
+        """Release connections; the model is not used afterwards."""
 
 
 class Context(Protocol):

@@ -1,0 +1,197 @@
+"""``kappa-agents``: the command line people use to run and operate the runtime.
+
+Each command is a thin shell over one module (broker, topology, admin, worker,
+edge, replay, demo). Errors a user can cause print one clear message and exit
+1; nothing prints a traceback for them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import orjson
+
+from streams.admin import apply_topics, topics_wanted
+from streams.broker import BrokerProfile, EmbeddedBroker, detect_profile
+from streams.edge import build_outgoing, send, tail
+from streams.errors import KappaError, TopologyError
+from streams.replay import replay_agent, target_from
+from streams.settings import Settings, load_settings
+from streams.topology import Topology, load_topology
+
+Command = Callable[[argparse.Namespace, list[str]], int]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command != "worker":
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    try:
+        return int(args.run(args, extra))
+    except KappaError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kappa-agents", description=__doc__.splitlines()[0])
+    parser.add_argument("--topology", type=Path, help="topology file (default: $KAPPA_TOPOLOGY or ./topology.yaml)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    broker = sub.add_parser("broker", help="run the embedded Kafka-compatible broker (Tansu)")
+    broker.add_argument("action", choices=["start", "stop", "status"])
+    broker.set_defaults(run=_broker)
+
+    topology = sub.add_parser("topology", help="validate and describe topology.yaml")
+    topology.add_argument("action", choices=["check"])
+    topology.add_argument("file", nargs="?", type=Path)
+    topology.set_defaults(run=_topology)
+
+    topics = sub.add_parser("topics", help="create/update the topics topology.yaml declares")
+    topics.add_argument("action", choices=["apply"])
+    topics.set_defaults(run=_topics)
+
+    worker = sub.add_parser("worker", help="run agents (all, or --agent NAME); faust's worker flags pass through")
+    worker.add_argument("--agent", help="run only this agent in this process")
+    worker.set_defaults(run=_worker)
+
+    send = sub.add_parser("send", help="publish JSON events onto a topic")
+    send.add_argument("topic")
+    send.add_argument("json", nargs="?", help="one JSON payload (or {\"type\":..., \"payload\":...})")
+    send.add_argument("--file", type=Path, help="a JSON-lines file of events")
+    send.add_argument("--type", help="event type (default: the topic's only declared type)")
+    send.add_argument("--key", help="record key (picks the partition; same key, same order)")
+    send.add_argument("--key-field", help="use this payload field as the key")
+    send.add_argument("--json-wire", action="store_true", help="write the JSON envelope instead of Avro")
+    send.set_defaults(run=_send)
+
+    tail = sub.add_parser("tail", help="print the decoded events of a topic")
+    tail.add_argument("topic")
+    tail.add_argument("--limit", type=int)
+    tail.add_argument("--idle", type=float, default=2.0, help="stop after this many seconds without records")
+    tail.set_defaults(run=_tail)
+
+    replay = sub.add_parser("replay", help="reset an agent's offsets so its next run re-reads the log")
+    replay.add_argument("--agent", required=True)
+    target = replay.add_mutually_exclusive_group(required=True)
+    target.add_argument("--to-earliest", action="store_true")
+    target.add_argument("--to-datetime", type=datetime.fromisoformat, metavar="ISO")
+    target.add_argument("--to-offset", type=int, metavar="N")
+    target.add_argument("--shift-by", type=int, metavar="N")
+    replay.add_argument("--reset-tables", action="store_true", help="also drop the agent's tables so the replay rebuilds them")
+    replay.add_argument("--dry-run", action="store_true")
+    replay.set_defaults(run=_replay)
+
+    demo = sub.add_parser("demo", help="run the fraud/compliance demo end to end and show what happens")
+    demo.add_argument("--events", type=int, default=1000)
+    demo.set_defaults(run=_demo)
+    return parser
+
+
+def _broker(args: argparse.Namespace, _: list[str]) -> int:
+    settings = load_settings()
+    if settings.bootstrap_servers:
+        print(f"KAFKA_BOOTSTRAP_SERVERS={settings.bootstrap_servers} is set: that cluster is used, nothing embedded runs")
+        return 0
+    broker = EmbeddedBroker(settings)
+    if args.action == "stop":
+        print("stopped" if broker.stop() else "not running")
+        return 0
+    status = broker.start() if args.action == "start" else broker.status()
+    print(f"{'running' if status.running else 'not running'} on {status.bootstrap} (pid {status.pid}, log {status.log})")
+    return 0 if status.running or args.action == "status" else 1
+
+
+def _topology(args: argparse.Namespace, _: list[str]) -> int:
+    path = args.file or _topology_path(args)
+    try:
+        topology = load_topology(path)
+    except TopologyError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        print(f"{len(exc.problems)} problem(s) in {path}", file=sys.stderr)
+        return 1
+    print(topology.summary())
+    return 0
+
+
+def _topics(args: argparse.Namespace, _: list[str]) -> int:
+    rt = _runtime(args)
+    report = apply_topics(rt.profile, topics_wanted(rt.topology))
+    print(report)
+    return 0
+
+
+def _worker(args: argparse.Namespace, faust_args: list[str]) -> int:
+    from streams.worker import run_agent, supervise  # imports faust: only where needed
+
+    rt = _runtime(args)
+    if args.agent is None:
+        return supervise(list(rt.topology.agents), faust_args)
+    if args.agent not in rt.topology.agents:
+        raise KappaError(f"no agent '{args.agent}' in {rt.topology.path.name}; agents: {', '.join(rt.topology.agents)}")
+    run_agent(rt.topology, args.agent, rt.settings, rt.profile, faust_args)
+    return 0
+
+
+def _send(args: argparse.Namespace, _: list[str]) -> int:
+    rt = _runtime(args)
+    topology = rt.topology
+    texts = [line for line in args.file.read_text().splitlines() if line.strip()] if args.file else [args.json or ""]
+    items = [build_outgoing(topology, args.topic, text, event_type=args.type, key_field=args.key_field, key=args.key) for text in texts]
+    send(rt.profile, topology, args.topic, items, as_json=args.json_wire)
+    print(f"sent {len(items)} event(s) to {topology.topic_name(args.topic)}")
+    return 0
+
+
+def _tail(args: argparse.Namespace, _: list[str]) -> int:
+    rt = _runtime(args)
+    for line in tail(rt.profile, rt.topology.topic_name(args.topic), idle_s=args.idle, limit=args.limit):
+        sys.stdout.write(orjson.dumps(line).decode() + "\n")
+    return 0
+
+
+def _replay(args: argparse.Namespace, _: list[str]) -> int:
+    rt = _runtime(args)
+    target = target_from(args.to_earliest, args.to_datetime, args.to_offset, args.shift_by)
+    summary = replay_agent(rt.topology, rt.settings, rt.profile, args.agent, target, reset_tables=args.reset_tables, dry_run=args.dry_run)
+    print(summary)
+    return 0
+
+
+def _demo(args: argparse.Namespace, _: list[str]) -> int:
+    from streams.demo import run_demo  # imports faust: only where needed
+
+    rt = _runtime(args)
+    return run_demo(rt.topology, rt.settings, rt.profile, events=args.events)
+
+
+@dataclass(frozen=True)
+class _Runtime:
+    """What every broker-facing command needs, loaded once."""
+
+    settings: Settings
+    topology: Topology
+    profile: BrokerProfile
+
+
+def _topology_path(args: argparse.Namespace) -> Path:
+    return Path(args.topology or load_settings().topology_path)
+
+
+def _runtime(args: argparse.Namespace) -> _Runtime:
+    settings = load_settings()
+    topology = load_topology(_topology_path(args), namespace=settings.namespace)
+    return _Runtime(settings, topology, detect_profile(settings))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

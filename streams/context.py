@@ -1,0 +1,84 @@
+"""The context a handler receives: emit, its tables, the model.
+
+Whatever a handler emits (through ``ctx.emit`` or by returning/yielding
+``Emit`` values) is checked against the topology and collected; the runtime
+publishes it only after the handler returned, so a handler that fails halfway
+publishes nothing and its retry cannot duplicate half an output.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Iterable, Mapping, MutableMapping
+from typing import Any
+
+from streams.catalog import EventCatalog
+from streams.envelope import Event
+from streams.errors import EmitError
+from streams.topology import AgentSpec
+from streams.types import Emit, Handler, JsonObject, Model
+
+
+class AgentContext:
+    """One handler call's view of the runtime; implements ``streams.types.Context``."""
+
+    def __init__(
+        self,
+        spec: AgentSpec,
+        key: str | None,
+        model: Model,
+        tables: Mapping[str, MutableMapping[str, Any]],
+        catalog: EventCatalog,
+    ) -> None:
+        self.agent = spec.name
+        self.key = key
+        """The incoming record's key: the default key of everything emitted."""
+        self.model = model
+        self.tables = tables
+        self.outputs: list[Emit] = []
+        self._spec = spec
+        self._catalog = catalog
+
+    async def emit(self, topic: str, type: str, payload: JsonObject, *, key: str | None = None) -> None:
+        self.add(Emit(topic, type, payload, key))
+
+    def add(self, emit: Emit) -> None:
+        """Check one output against the topology and keep it for publishing."""
+        if emit.topic not in self._spec.emits:
+            allowed = ", ".join(self._spec.emits) or "nothing"
+            raise EmitError(
+                f"agent '{self.agent}' emitted to '{emit.topic}', which is not in its emits ({allowed}); "
+                f"add it to agents.{self.agent}.emits in topology.yaml"
+            )
+        problem = self._catalog.problem(emit.topic, emit.type, emit.payload)
+        if problem is not None:
+            raise EmitError(f"agent '{self.agent}' emitted an invalid event to '{emit.topic}': {problem}")
+        self.outputs.append(emit)
+
+
+async def run_handler(handler: Handler, event: Event, ctx: AgentContext) -> list[Emit]:
+    """Call a handler that returns or yields ``Emit`` values; all outputs, checked, in order."""
+    result = handler(event, ctx)
+    if inspect.isasyncgen(result):
+        async for item in result:
+            ctx.add(_as_emit(item))
+        return ctx.outputs
+    for item in _as_emits(await result):  # type: ignore[misc]
+        ctx.add(item)
+    return ctx.outputs
+
+
+def _as_emits(result: object) -> Iterable[Emit]:
+    if result is None:
+        return ()
+    if isinstance(result, Emit):
+        return (result,)
+    if isinstance(result, Iterable) and not isinstance(result, (str, bytes, dict)):
+        return [_as_emit(item) for item in result]
+    raise EmitError(f"handler returned {type(result).__name__}; return None, an Emit or a list of Emit")
+
+
+def _as_emit(item: object) -> Emit:
+    if not isinstance(item, Emit):
+        raise EmitError(f"handler produced {type(item).__name__}; yield or return streams.types.Emit values")
+    return item

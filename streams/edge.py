@@ -1,0 +1,156 @@
+"""Events in and out at the edge, for people: ``kappa-agents send`` and ``tail``.
+
+People write JSON; the system stores Avro. ``send`` wraps each JSON payload in
+a new envelope (a new task, a fresh trace) and validates it against the
+topology before anything reaches the broker. ``tail`` decodes what is on a
+topic, dead letters included, into one JSON line per record.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import orjson
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
+
+from streams.broker import BrokerProfile
+from streams.catalog import EventCatalog
+from streams.deadletter import read_dead_letter_headers
+from streams.envelope import Event, Origin, decode, encode, encode_json, new_event
+from streams.errors import BrokerError, EnvelopeError
+from streams.producer import AsyncProducer, Record
+from streams.topology import Topology
+from streams.tracing import new_trace_headers
+from streams.types import JsonObject
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """One event a person sends, with the key that picks its partition."""
+
+    event: Event
+    key: str | None
+
+
+def build_outgoing(
+    topology: Topology, topic: str, text: str, *, event_type: str | None, key_field: str | None, key: str | None
+) -> Outgoing:
+    """JSON text → an envelope for ``topic``; raises EnvelopeError naming what is wrong.
+
+    The text is either a payload object, or ``{"type": ..., "payload": {...}}``.
+    The type defaults to the topic's only declared event type.
+    """
+    if topic not in topology.topics:
+        raise EnvelopeError(f"topic '{topic}' is not declared in {topology.path.name}; declared: {', '.join(topology.topics)}")
+    data = _json_object(text)
+    payload: JsonObject = data["payload"] if "payload" in data and "type" in data else data
+    chosen = data.get("type") if payload is not data else event_type
+    chosen = chosen or _only_type(topology, topic)
+    problem = EventCatalog(topology).problem(topic, chosen, payload)
+    if problem is not None:
+        raise EnvelopeError(problem)
+    event = new_event(chosen, payload, source="cli", timestamp=int(time.time() * 1000))
+    return Outgoing(event, key if key is not None else _key_from(payload, key_field))
+
+
+def send(profile: BrokerProfile, topology: Topology, topic: str, items: Sequence[Outgoing], *, as_json: bool = False) -> None:
+    """Publish events and wait until the broker acknowledged every one."""
+    physical = topology.topic_name(topic)
+    records = [
+        Record(physical, _bytes(item.key), encode_json(item.event) if as_json else encode(item.event), new_trace_headers())
+        for item in items
+    ]
+
+    async def publish() -> None:
+        producer = AsyncProducer(profile.producer_config())
+        try:
+            await producer.send(records)
+        finally:
+            producer.close()
+
+    asyncio.run(publish())
+
+
+def tail(profile: BrokerProfile, physical_topic: str, *, idle_s: float = 2.0, limit: int | None = None) -> Iterator[JsonObject]:
+    """Every record of a topic from the beginning, decoded; stops once idle for ``idle_s``."""
+    consumer = Consumer({**profile.consumer_config(f"kappa-tail-{uuid.uuid4().hex[:8]}"), "enable.partition.eof": False})
+    try:
+        consumer.assign(_all_partitions(consumer, physical_topic))
+        yield from _read(consumer, idle_s, limit)
+    finally:
+        consumer.close()
+
+
+def _read(consumer: Consumer, idle_s: float, limit: int | None) -> Iterator[JsonObject]:
+    seen, last = 0, time.monotonic()
+    while limit is None or seen < limit:
+        message = consumer.poll(0.2)
+        if message is None:
+            if time.monotonic() - last > idle_s:
+                return
+            continue
+        if message.error():
+            raise BrokerError(f"reading '{message.topic()}': {message.error()}")
+        seen, last = seen + 1, time.monotonic()
+        yield describe(message.topic(), message.partition(), message.offset(), message.timestamp()[1], message.key(), message.value(), message.headers() or [])
+
+
+def describe(topic: str, partition: int, offset: int, timestamp: int, key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]]) -> JsonObject:
+    """A record as a person wants to read it: coordinates, key, decoded event or why not."""
+    line: JsonObject = {"topic": topic, "partition": partition, "offset": offset, "key": key.decode("utf-8", "replace") if key else None}
+    dead_letter = read_dead_letter_headers(headers)
+    if dead_letter:
+        line["dead_letter"] = dead_letter
+    try:
+        line["event"] = asdict(decode(value, Origin(topic, partition, offset, timestamp)))
+    except EnvelopeError as exc:
+        line["undecodable"] = {"error": str(exc), "value_base64": base64.b64encode(value or b"").decode()}
+    return line
+
+
+def _all_partitions(consumer: Consumer, topic: str) -> list[TopicPartition]:
+    try:
+        metadata = consumer.list_topics(topic, timeout=10)
+    except KafkaException as exc:
+        raise BrokerError(f"cannot read metadata of topic '{topic}': {exc}") from exc
+    partitions = metadata.topics[topic].partitions if topic in metadata.topics else {}
+    if not partitions:
+        raise BrokerError(f"topic '{topic}' does not exist; run `kappa-agents topics apply`")
+    return [TopicPartition(topic, p, OFFSET_BEGINNING) for p in sorted(partitions)]
+
+
+def _json_object(text: str) -> dict[str, Any]:
+    try:
+        data = orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        raise EnvelopeError(f"not JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise EnvelopeError(f"expected a JSON object, got {type(data).__name__}")
+    return data
+
+
+def _only_type(topology: Topology, topic: str) -> str:
+    declared = topology.topics[topic].events
+    if len(declared) != 1:
+        raise EnvelopeError(f"topic '{topic}' carries {len(declared)} event types; choose one with --type")
+    return declared[0]
+
+
+def _key_from(payload: JsonObject, key_field: str | None) -> str | None:
+    if key_field is None:
+        return None
+    if key_field not in payload:
+        raise EnvelopeError(f"--key-field '{key_field}' is not in the payload (fields: {', '.join(payload)})")
+    return str(payload[key_field])
+
+
+def _bytes(key: str | None) -> bytes | None:
+    return key.encode() if key is not None else None
+
+

@@ -1,0 +1,182 @@
+"""The event envelope and its wire formats.
+
+Inside the system every event is Avro in the single-object encoding (magic
+``C3 01``, the writer schema's CRC-64-AVRO fingerprint, then the body), so a
+reader knows which schema wrote each record without a registry. At the edges
+people may write JSON: an object with at least ``type`` and ``payload``; the
+envelope fields it leaves out are derived from the record's coordinates, so a
+replay of the same record decodes to the same event.
+"""
+
+from __future__ import annotations
+
+import io
+import uuid
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+import fastavro
+import orjson
+from fastavro.schema import fingerprint, load_schema, to_parsing_canonical_form
+
+from streams.errors import EnvelopeError
+from streams.types import JsonObject
+
+SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
+ENVELOPE_SCHEMA = load_schema(str(SCHEMA_DIR / "Envelope.avsc"))
+_MAGIC = b"\xc3\x01"
+_FINGERPRINT = bytes.fromhex(fingerprint(to_parsing_canonical_form(ENVELOPE_SCHEMA), "CRC-64-AVRO"))[::-1]
+_HEADER = _MAGIC + _FINGERPRINT
+_ID_NAMESPACE = uuid.UUID("6b1f3c2e-8f4a-4f0b-9a57-1d2c3e4f5a6b")
+
+
+@dataclass(frozen=True)
+class Event:
+    """One immutable event. Fields mirror ``schemas/Envelope.avsc`` exactly."""
+
+    event_id: str
+    type: str
+    task_id: str
+    correlation_id: str
+    causation_id: str | None
+    source: str
+    timestamp: int
+    attempt: int
+    payload: JsonObject
+
+    def caused(self, type: str, payload: JsonObject, *, source: str, index: int, timestamp: int) -> Event:
+        """The ``index``-th event this one causes: same task and correlation, a derived id.
+
+        The id is a UUIDv5 of (this id, source, index), so re-handling the same
+        event (redelivery, replay) emits events with the same ids.
+        """
+        return Event(
+            event_id=str(uuid.uuid5(_ID_NAMESPACE, f"{self.event_id}/{source}/{index}")),
+            type=type,
+            task_id=self.task_id,
+            correlation_id=self.correlation_id,
+            causation_id=self.event_id,
+            source=source,
+            timestamp=timestamp,
+            attempt=0,
+            payload=payload,
+        )
+
+    def retried(self) -> Event:
+        return replace(self, attempt=self.attempt + 1)
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where a record was read: what a JSON edge event's defaults derive from."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp: int
+
+
+def new_event(type: str, payload: JsonObject, *, source: str, timestamp: int, task_id: str | None = None) -> Event:
+    """An event that starts a task at the edge (CLI, demo, external producer)."""
+    event_id = str(uuid.uuid4())
+    return Event(event_id, type, task_id or event_id, event_id, None, source, timestamp, 0, payload)
+
+
+def encode(event: Event) -> bytes:
+    """Avro single-object encoding of the envelope."""
+    record = asdict(event)
+    record["payload"] = orjson.dumps(event.payload).decode()
+    out = io.BytesIO()
+    out.write(_HEADER)
+    fastavro.schemaless_writer(out, ENVELOPE_SCHEMA, record)
+    return out.getvalue()
+
+
+def encode_json(event: Event) -> bytes:
+    """The human-readable form, for the edges (``send --json``, ``tail``)."""
+    return orjson.dumps(asdict(event))
+
+
+def decode(value: bytes | None, origin: Origin) -> Event:
+    """Avro single-object or JSON bytes → Event; EnvelopeError says what is wrong."""
+    if not value:
+        raise EnvelopeError("empty value: expected an Avro or JSON event")
+    if value[:2] == _MAGIC:
+        return _decode_avro(value)
+    if value[:1] in (b"{", b" ", b"\n", b"\t"):
+        return _decode_json(value, origin)
+    raise EnvelopeError(f"not an event: starts with {value[:8]!r}, expected Avro (C3 01 ...) or a JSON object")
+
+
+def _decode_avro(value: bytes) -> Event:
+    if value[2:10] != _FINGERPRINT:
+        raise EnvelopeError(f"Avro written with unknown schema fingerprint {value[2:10][::-1].hex()}")
+    try:
+        record = fastavro.schemaless_reader(io.BytesIO(value[10:]), ENVELOPE_SCHEMA, None)
+    except Exception as exc:  # fastavro raises many types on corrupt input
+        raise EnvelopeError(f"corrupt Avro body: {exc!r}") from exc
+    assert isinstance(record, dict)
+    record["payload"] = _payload(record["payload"])
+    return Event(**record)
+
+
+def _decode_json(value: bytes, origin: Origin) -> Event:
+    try:
+        data = orjson.loads(value)
+    except orjson.JSONDecodeError as exc:
+        raise EnvelopeError(f"bad JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise EnvelopeError(f"JSON event must be an object, got {type(data).__name__}")
+    unknown = set(data) - _FIELD_NAMES
+    if unknown:
+        raise EnvelopeError(f"unknown envelope field(s) {sorted(unknown)}; allowed: {sorted(_FIELD_NAMES)}")
+    for required in ("type", "payload"):
+        if required not in data:
+            raise EnvelopeError(f"missing field '{required}'")
+    return _with_defaults(data, origin)
+
+
+def _with_defaults(data: dict[str, Any], origin: Origin) -> Event:
+    event_id = _text(data, "event_id", f"{origin.topic}/{origin.partition}/{origin.offset}")
+    payload = data["payload"]
+    if not isinstance(payload, dict):
+        raise EnvelopeError(f"field 'payload' must be a JSON object, got {type(payload).__name__}")
+    return Event(
+        event_id=event_id,
+        type=_text(data, "type", ""),
+        task_id=_text(data, "task_id", event_id),
+        correlation_id=_text(data, "correlation_id", event_id),
+        causation_id=data.get("causation_id"),
+        source=_text(data, "source", "external"),
+        timestamp=_int(data, "timestamp", origin.timestamp),
+        attempt=_int(data, "attempt", 0),
+        payload=payload,
+    )
+
+
+def _text(data: dict[str, Any], name: str, default: str) -> str:
+    value = data.get(name, default)
+    if not isinstance(value, str) or not value:
+        raise EnvelopeError(f"field '{name}' must be a non-empty string, got {value!r}")
+    return value
+
+
+def _int(data: dict[str, Any], name: str, default: int) -> int:
+    value = data.get(name, default)
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise EnvelopeError(f"field '{name}' must be an integer, got {value!r}")
+    return value
+
+
+def _payload(text: str) -> JsonObject:
+    try:
+        payload = orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        raise EnvelopeError(f"payload is not JSON: {exc}") from exc
+    if not isinstance(payload, dict):
+        raise EnvelopeError(f"payload must be a JSON object, got {type(payload).__name__}")
+    return payload
+
+
+_FIELD_NAMES = frozenset(f.name for f in fields(Event))

@@ -1,0 +1,558 @@
+"""Load topology.yaml into a typed, validated model.
+
+Everything downstream (wiring, CLI, replay) reads ``Topology`` and never the
+YAML, so every mistake a user can make in the file is caught here, all at once,
+each with its file:line, a dotted path to the offending value and the fix.
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import importlib
+import inspect
+import json
+import re
+import sys
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, TypeVar
+
+import fastavro
+import yaml
+from fastavro.schema import SchemaParseException
+
+from streams.errors import TopologyError
+
+SCHEMA_DIR = "schemas"
+"""Avro schemas live in ``schemas/<Name>.avsc`` next to the topology file."""
+DLQ_SUFFIX = ".dlq"
+
+_TOP_LEVEL_KEYS = ("app", "events", "topics", "agents")
+_EVENT_KEYS = ("schema",)
+_TOPIC_KEYS = ("partitions", "replication", "retention_ms", "cleanup_policy", "events", "config")
+_AGENT_KEYS = ("handler", "subscribe", "exclude", "emits", "tables", "concurrency")
+_CLEANUP_POLICIES = ("delete", "compact", "compact,delete")
+_FIRST_CLASS_CONFIGS = {"cleanup.policy": "cleanup_policy", "retention.ms": "retention_ms"}
+_GLOB_CHARS = frozenset("*?[")
+
+_T = TypeVar("_T")
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with the file, pointing at the line to change."""
+
+    file: str
+    line: int
+    """1-based; 0 when the problem is not on a line (file missing, namespace)."""
+    where: str
+    message: str
+    fix: str
+
+    def __str__(self) -> str:
+        location = f"{self.file}:{self.line}" if self.line else self.file
+        return ": ".join(filter(None, [location, self.where, f"{self.message}. Fix: {self.fix}."]))
+
+
+@dataclass(frozen=True)
+class EventTypeSpec:
+    name: str
+    schema: str | None
+    """Avro record name, read from ``schemas/<schema>.avsc``; None: free JSON."""
+    line: int
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    """A logical topic; its physical name adds the namespace (``Topology.topic_name``)."""
+
+    name: str
+    partitions: int = 1
+    replication: int = 1
+    retention_ms: int | None = None
+    cleanup_policy: str = "delete"
+    events: tuple[str, ...] = ()
+    """Event types allowed on the topic; empty allows any."""
+    config: tuple[tuple[str, str], ...] = ()
+    line: int = 0
+
+    def kafka_config(self) -> dict[str, str]:
+        """Topic configs to create it with; ``retention.ms`` only when set, else the broker's."""
+        retention = {} if self.retention_ms is None else {"retention.ms": str(self.retention_ms)}
+        return {"cleanup.policy": self.cleanup_policy, **retention, **dict(self.config)}
+
+
+@dataclass(frozen=True)
+class AgentSpec:
+    name: str
+    handler: str
+    subscribe: tuple[str, ...]
+    inputs: tuple[str, ...]
+    """``subscribe`` resolved against the declared topics, minus ``exclude``, sorted."""
+    emits: tuple[str, ...]
+    tables: tuple[str, ...]
+    concurrency: int
+    line: int
+
+
+@dataclass(frozen=True)
+class Topology:
+    """The validated file; names in it are logical (no namespace) unless a method says so."""
+
+    path: Path
+    app: str
+    namespace: str
+    events: Mapping[str, EventTypeSpec]
+    topics: Mapping[str, TopicSpec]
+    agents: Mapping[str, AgentSpec]
+
+    def topic_name(self, logical: str) -> str:
+        """The physical Kafka topic."""
+        return f"{self.namespace}{logical}"
+
+    def group_id(self, agent: str) -> str:
+        """Consumer group of an agent, also its faust app id."""
+        return f"{self.namespace}{self.app}.{agent}"
+
+    def dead_letter_topic(self, logical: str) -> str:
+        return f"{logical}{DLQ_SUFFIX}"
+
+    def all_topics(self) -> list[TopicSpec]:
+        """Every topic to create: declared ones plus a DLQ per consumed topic, sorted by name.
+
+        A DLQ keeps its source's partitions; declaring it under ``topics:`` overrides it.
+        """
+        consumed = {name for agent in self.agents.values() for name in agent.inputs}
+        dead_letters = [
+            TopicSpec(self.dead_letter_topic(name), self.topics[name].partitions, self.topics[name].replication)
+            for name in consumed
+            if self.dead_letter_topic(name) not in self.topics
+        ]
+        return sorted([*self.topics.values(), *dead_letters], key=lambda topic: topic.name)
+
+    def schema_path(self, event_type: str) -> Path | None:
+        """The .avsc of an event type; None when it carries free JSON or is not declared."""
+        spec = self.events.get(event_type)
+        if spec is None or spec.schema is None:
+            return None
+        return self.path.parent / SCHEMA_DIR / f"{spec.schema}.avsc"
+
+    def summary(self) -> str:
+        head = f"app {self.app}: {len(self.topics)} topics, {len(self.agents)} agents"
+        if self.namespace:
+            head += f" (namespace {self.namespace!r})"
+        return "\n".join([head, *(_describe(agent) for agent in self.agents.values())])
+
+
+def _describe(agent: AgentSpec) -> str:
+    emits = ", ".join(agent.emits) or "(nothing)"
+    tables = f"; tables: {', '.join(agent.tables)}" if agent.tables else ""
+    return f"  {agent.name}: {', '.join(agent.inputs)} -> {emits}{tables}; concurrency {agent.concurrency}"
+
+
+def load_topology(path: str | Path, *, namespace: str = "", import_handlers: bool = True) -> Topology:
+    """Read and validate the file; raises ``TopologyError`` listing every problem, sorted by line.
+
+    ``import_handlers=False`` skips importing handlers (tools that only need the wiring).
+    """
+    path = Path(path)
+    report = _Report(str(path))
+    root = _read(path, report)
+    if root is None:
+        raise TopologyError(report.problems)
+    topology = _parse(root, path, namespace, path.parent if import_handlers else None, report)
+    if report.problems:
+        raise TopologyError(sorted(report.problems, key=lambda problem: problem.line))
+    return topology
+
+
+def import_handler(ref: str, base_dir: Path) -> Callable[..., Any]:
+    """Import ``module:function`` with ``base_dir`` (the topology's directory) on ``sys.path``.
+
+    Raises ImportError, AttributeError or TypeError with a message naming the handler.
+    """
+    module_name, _, attribute = ref.partition(":")
+    if str(base_dir.resolve()) not in sys.path:
+        sys.path.insert(0, str(base_dir.resolve()))
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:  # user code: any failure while importing means "does not import"
+        raise ImportError(f"handler '{ref}': module '{module_name}' does not import: {exc!r}") from exc
+    if not hasattr(module, attribute):
+        raise AttributeError(f"handler '{ref}': module '{module_name}' has no attribute '{attribute}'")
+    handler = getattr(module, attribute)
+    if not (inspect.iscoroutinefunction(handler) or inspect.isasyncgenfunction(handler)):
+        raise TypeError(f"handler '{ref}' is not an async function (it is a {type(handler).__name__})")
+    return handler
+
+
+@dataclass(frozen=True)
+class _Node:
+    """A YAML value with its 1-based line and dotted path; a mapping entry carries its key's line."""
+
+    value: Any
+    """A scalar, ``list[_Node]`` or ``dict[str, _Node]``."""
+    line: int
+    where: str
+
+
+@dataclass
+class _Report:
+    """The problems found so far in one file."""
+
+    file: str
+    problems: list[Problem] = field(default_factory=list)
+
+    def add(self, at: _Node, message: str, fix: str) -> None:
+        self.problems.append(Problem(self.file, at.line, at.where, message, fix))
+
+
+@dataclass(frozen=True)
+class _Rule:
+    """What a name must look like, and how to tell the user."""
+
+    what: str
+    pattern: re.Pattern[str]
+    fix: str
+
+    def check(self, name: str, at: _Node, report: _Report) -> bool:
+        if self.pattern.fullmatch(name):
+            return True
+        report.add(at, f"{name!r} is not a valid {self.what}", self.fix)
+        return False
+
+
+_LOWER_NAME = re.compile(r"[a-z][a-z0-9_-]*")
+_LOWER_NAME_FIX = "use lowercase letters, digits, '_' and '-', starting with a letter"
+_KAFKA_CHARS_FIX = "use only letters, digits, '.', '_' and '-'"
+_APP = _Rule("app name", re.compile(r"[a-z][a-z0-9-]*"), "use lowercase letters, digits and '-', e.g. kappa-demo")
+_TOPIC = _Rule("Kafka topic name", re.compile(r"(?!\.\.?$)[a-zA-Z0-9._-]{1,249}"), f"{_KAFKA_CHARS_FIX} (at most 249)")
+_NAMESPACE = _Rule("namespace", re.compile(r"[a-zA-Z0-9._-]*"), _KAFKA_CHARS_FIX)
+_AGENT = _Rule("agent name", _LOWER_NAME, _LOWER_NAME_FIX)
+_TABLE = _Rule("table name", _LOWER_NAME, _LOWER_NAME_FIX)
+_HANDLER = _Rule("handler", re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*"), "write module:function, e.g. agents.x:handle")
+_SCHEMA = _Rule("Avro record name", re.compile(r"[A-Za-z_]\w*"), "write the record's name, e.g. Transaction")
+_HANDLER_FIXES: dict[type[Exception], str] = {
+    ImportError: "check the module path (relative to {dir}) and that the module imports",
+    AttributeError: "define `async def {function}(event, ctx)` in that module, or correct the name",
+    TypeError: "declare it with `async def`",
+}
+
+
+def _read(path: Path, report: _Report) -> _Node | None:
+    """The file as nodes; None (with the problem reported) when there is nothing to check."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        report.add(_Node(None, 0, ""), f"cannot read the topology file: {exc}", "check the path")
+        return None
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        root = None if node is None else _build(node, 1, "", report)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = _Node(None, 0 if mark is None else mark.line + 1, "")
+        report.add(at, f"invalid YAML: {getattr(exc, 'problem', None) or exc}", "correct the YAML syntax there")
+        return None
+    if root is None:
+        report.add(_Node(None, 0, ""), "the file is empty", "declare at least app:, topics: and agents:")
+    return root
+
+
+def _build(node: yaml.Node, line: int, where: str, report: _Report) -> _Node:
+    """Plain values that keep a line for every key and item (``yaml.safe_load`` drops them)."""
+    if isinstance(node, yaml.MappingNode):
+        return _Node(_build_mapping(node, where, report), line, where)
+    if isinstance(node, yaml.SequenceNode):
+        items = [_build(item, item.start_mark.line + 1, f"{where}[{i}]", report) for i, item in enumerate(node.value)]
+        return _Node(items, line, where)
+    return _Node(yaml.constructor.SafeConstructor().construct_object(node), line, where)
+
+
+def _build_mapping(node: yaml.MappingNode, where: str, report: _Report) -> dict[str, _Node]:
+    """Entries in file order; a repeated key is reported (PyYAML would silently keep the last)."""
+    entries: dict[str, _Node] = {}
+    for key_node, value_node in node.value:
+        line = key_node.start_mark.line + 1
+        if not isinstance(key_node, yaml.ScalarNode):
+            report.add(_Node(None, line, where), "a key must be a plain name", "write the key as a plain name")
+            continue
+        key = str(key_node.value)
+        at = _Node(key, line, _join(where, key))
+        if key in entries:
+            report.add(at, f"'{key}' is declared twice (first at line {entries[key].line})", "remove or rename one")
+        else:
+            entries[key] = _build(value_node, at.line, at.where, report)
+    return entries
+
+
+def _parse(root: _Node, path: Path, namespace: str, handler_dir: Path | None, report: _Report) -> Topology:
+    _NAMESPACE.check(namespace, _Node(namespace, 0, "namespace"), report)
+    fields = _mapping(root, report)
+    _check_keys(fields, _TOP_LEVEL_KEYS, report)
+    app = _text(_required(root, fields, "app", "kappa-demo", report), _APP, report) or ""
+    schemas_dir = path.parent / SCHEMA_DIR
+    events = _section(fields.get("events"), report, lambda n, e: _parse_event(n, e, schemas_dir, report))
+    topics = _section(fields.get("topics"), report, lambda n, e: _parse_topic(n, e, events, report))
+    agents = _section(fields.get("agents"), report, lambda n, e: _parse_agent(n, e, topics, handler_dir, report))
+    return Topology(
+        path, app, namespace, MappingProxyType(events), MappingProxyType(topics), MappingProxyType(agents)
+    )
+
+
+def _section(node: _Node | None, report: _Report, parse: Callable[[str, _Node], _T]) -> dict[str, _T]:
+    return {name: parse(name, entry) for name, entry in _mapping(node, report).items()}
+
+
+def _parse_event(name: str, entry: _Node, schemas_dir: Path, report: _Report) -> EventTypeSpec:
+    fields = _mapping(entry, report)
+    _check_keys(fields, _EVENT_KEYS, report)
+    schema = _text(fields.get("schema"), _SCHEMA, report)
+    if schema is not None:
+        _check_schema(schemas_dir / f"{schema}.avsc", fields["schema"], report)
+    return EventTypeSpec(name, schema, entry.line)
+
+
+def _check_schema(path: Path, at: _Node, report: _Report) -> None:
+    shown = f"{SCHEMA_DIR}/{path.name}"
+    if not path.is_file():
+        report.add(at, f"schema file {shown} does not exist", f"create {shown} or correct the name")
+        return
+    try:
+        schema = json.loads(path.read_text(encoding="utf-8"))
+        if not (isinstance(schema, dict) and schema.get("type") == "record"):
+            raise SchemaParseException('its top-level "type" must be "record"')
+        fastavro.parse_schema(schema)
+    except (ValueError, TypeError, SchemaParseException) as exc:
+        report.add(at, f"{shown} is not a valid Avro record schema: {exc}", f"correct {shown}")
+
+
+def _parse_topic(name: str, entry: _Node, events: Mapping[str, EventTypeSpec], report: _Report) -> TopicSpec:
+    _TOPIC.check(name, entry, report)
+    fields = _mapping(entry, report)
+    _check_keys(fields, _TOPIC_KEYS, report)
+    event_types = _refs(fields.get("events"), report)
+    for ref in event_types:
+        _check_defined(ref, "event type", events, "events:", report)
+    return TopicSpec(
+        name=name,
+        partitions=_int(fields.get("partitions"), 1, report),
+        replication=_int(fields.get("replication"), 1, report),
+        retention_ms=_retention(fields.get("retention_ms"), report),
+        cleanup_policy=_choice(fields.get("cleanup_policy"), _CLEANUP_POLICIES, report),
+        events=tuple(ref.value for ref in event_types),
+        config=_config(fields.get("config"), report),
+        line=entry.line,
+    )
+
+
+def _retention(node: _Node | None, report: _Report) -> int | None:
+    """Null (or absent) leaves retention to the broker; -1 keeps records forever."""
+    return None if node is None or node.value is None else _int(node, -1, report)
+
+
+def _config(node: _Node | None, report: _Report) -> tuple[tuple[str, str], ...]:
+    """Extra topic configs, stringified as Kafka wants them (``false``, not ``False``)."""
+    items: list[tuple[str, str]] = []
+    for key, entry in _mapping(node, report).items():
+        value = str(entry.value).lower() if isinstance(entry.value, bool) else entry.value
+        if key in _FIRST_CLASS_CONFIGS:
+            report.add(entry, f"'{key}' has its own key", f"set `{_FIRST_CLASS_CONFIGS[key]}:` instead")
+        elif not isinstance(value, str | int | float):
+            report.add(entry, f"expected text or a number, got {_shown(value)}", f'quote it, e.g. "{key}": "1"')
+        else:
+            items.append((key, str(value)))
+    return tuple(items)
+
+
+def _parse_agent(
+    name: str, entry: _Node, topics: Mapping[str, TopicSpec], handler_dir: Path | None, report: _Report
+) -> AgentSpec:
+    _AGENT.check(name, entry, report)
+    fields = _mapping(entry, report)
+    _check_keys(fields, _AGENT_KEYS, report)
+    handler_node = _required(entry, fields, "handler", f"agents.{name}:handle", report)
+    handler = _handler(handler_node, handler_dir, report)
+    subscribe = _subscriptions(entry, fields, report)
+    inputs = _inputs(entry, subscribe, _refs(fields.get("exclude"), report), topics, report)
+    emits = _refs(fields.get("emits"), report)
+    for ref in emits:
+        _check_defined(ref, "topic", topics, "topics:", report)
+    _check_loops(subscribe, emits, inputs, report)
+    return AgentSpec(
+        name=name,
+        handler=handler,
+        subscribe=tuple(ref.value for ref in subscribe),
+        inputs=inputs,
+        emits=tuple(ref.value for ref in emits),
+        tables=_tables(fields.get("tables"), inputs, topics, report),
+        concurrency=_int(fields.get("concurrency"), 1, report),
+        line=entry.line,
+    )
+
+
+def _handler(node: _Node | None, handler_dir: Path | None, report: _Report) -> str:
+    ref = _text(node, _HANDLER, report)
+    if node is None or ref is None or handler_dir is None:
+        return ref or ""
+    try:
+        import_handler(ref, handler_dir)
+    except (ImportError, AttributeError, TypeError) as exc:
+        fix = next(fix for kind, fix in _HANDLER_FIXES.items() if isinstance(exc, kind))
+        report.add(node, str(exc), fix.format(dir=handler_dir.resolve(), function=ref.partition(":")[2]))
+    return ref
+
+
+def _subscriptions(entry: _Node, fields: dict[str, _Node], report: _Report) -> list[_Node]:
+    node = _required(entry, fields, "subscribe", "[topic]", report)
+    if node is not None and node.value in (None, []):
+        report.add(node, "subscribes to no topic", "list at least one topic or pattern")
+    return _refs(node, report)
+
+
+def _inputs(
+    entry: _Node, subscribe: list[_Node], exclude: list[_Node], topics: Mapping[str, TopicSpec], report: _Report
+) -> tuple[str, ...]:
+    matched = _resolve(subscribe, topics, report)
+    inputs = tuple(sorted(matched - _resolve(exclude, topics, report)))
+    if matched and not inputs:
+        report.add(entry, "exclude removes every subscribed topic: the agent has no inputs", "narrow exclude:")
+    return inputs
+
+
+def _resolve(refs: list[_Node], topics: Mapping[str, TopicSpec], report: _Report) -> set[str]:
+    return {topic for ref in refs for topic in _matches(ref, topics, report)}
+
+
+def _matches(ref: _Node, topics: Mapping[str, TopicSpec], report: _Report) -> list[str]:
+    """The declared topics an exact name or a glob pattern stands for; none is a problem."""
+    if not _is_pattern(ref.value):
+        return [ref.value] if _check_defined(ref, "topic", topics, "topics:", report) else []
+    matches = [topic for topic in topics if fnmatch.fnmatchcase(topic, ref.value)]
+    if not matches:
+        report.add(ref, f"pattern '{ref.value}' matches no declared topic", "declare a matching topic or fix the pattern")
+    return matches
+
+
+def _check_loops(subscribe: list[_Node], emits: list[_Node], inputs: tuple[str, ...], report: _Report) -> None:
+    """A pattern that also catches the agent's own output is a feedback loop nobody asked for."""
+    explicit = {ref.value for ref in subscribe if not _is_pattern(ref.value)}
+    looping = [ref.value for ref in emits if ref.value in inputs and ref.value not in explicit]
+    for pattern in (ref for ref in subscribe if _is_pattern(ref.value)):
+        for target in (name for name in looping if fnmatch.fnmatchcase(name, pattern.value)):
+            message = f"pattern '{pattern.value}' also matches '{target}', which this agent emits to (a loop)"
+            report.add(pattern, message, f"add `exclude: [{target}]` or narrow the pattern")
+
+
+def _tables(
+    node: _Node | None, inputs: tuple[str, ...], topics: Mapping[str, TopicSpec], report: _Report
+) -> tuple[str, ...]:
+    """Table names, checked; faust co-partitions a table with its source, so inputs must agree."""
+    first: dict[str, int] = {}
+    for ref in _refs(node, report):
+        if ref.value in first:
+            report.add(ref, f"table '{ref.value}' is listed twice (first at line {first[ref.value]})", "list it once")
+        elif _TABLE.check(ref.value, ref, report):
+            first[ref.value] = ref.line
+    if node is not None and first and len({topics[name].partitions for name in inputs}) > 1:
+        counts = ", ".join(f"{name}: {topics[name].partitions}" for name in inputs)
+        message = f"tables need co-partitioned inputs, but the partition counts differ ({counts})"
+        report.add(node, message, "give every input topic the same partitions:, or move the tables")
+    return tuple(first)
+
+
+def _check_defined(ref: _Node, what: str, declared: Iterable[str], section: str, report: _Report) -> bool:
+    if ref.value in declared:
+        return True
+    message = f"{what} '{ref.value}' is not defined{_did_you_mean(ref.value, declared)}"
+    report.add(ref, message, f"declare it under {section} or correct the name")
+    return False
+
+
+def _mapping(node: _Node | None, report: _Report) -> dict[str, _Node]:
+    """A mapping's entries; null reads as empty (``name:`` with nothing after it)."""
+    if node is None or node.value is None:
+        return {}
+    if isinstance(node.value, dict):
+        return node.value
+    report.add(node, f"expected a mapping, got {_shown(node.value)}", "write `key: value` lines or {key: value}")
+    return {}
+
+
+def _check_keys(fields: dict[str, _Node], allowed: tuple[str, ...], report: _Report) -> None:
+    for key, node in fields.items():
+        if key not in allowed:
+            message = f"unknown key '{key}'{_did_you_mean(key, allowed)}"
+            report.add(node, message, f"use one of: {', '.join(allowed)}")
+
+
+def _required(owner: _Node, fields: dict[str, _Node], key: str, example: str, report: _Report) -> _Node | None:
+    if key not in fields:
+        report.add(owner, f"missing required key '{key}'", f"add `{key}: {example}`")
+    return fields.get(key)
+
+
+def _refs(node: _Node | None, report: _Report) -> list[_Node]:
+    """A list of names; a lone string counts as a list of one."""
+    if node is None or node.value is None:
+        return []
+    items = [node] if isinstance(node.value, str) else node.value
+    if not isinstance(items, list):
+        report.add(node, f"expected a list of names, got {_shown(node.value)}", "write [name, ...]")
+        return []
+    for item in (item for item in items if not isinstance(item.value, str)):
+        report.add(item, f"expected a name, got {_shown(item.value)}", "write the name as plain text")
+    return [item for item in items if isinstance(item.value, str)]
+
+
+def _text(node: _Node | None, rule: _Rule, report: _Report) -> str | None:
+    if node is None:
+        return None
+    if not isinstance(node.value, str):
+        report.add(node, f"expected a {rule.what}, got {_shown(node.value)}", rule.fix)
+        return None
+    return node.value if rule.check(node.value, node, report) else None
+
+
+def _int(node: _Node | None, minimum: int, report: _Report) -> int:
+    """A whole number >= minimum; absent means 1, the default of every count in the file."""
+    if node is None:
+        return 1
+    if isinstance(node.value, int) and not isinstance(node.value, bool) and node.value >= minimum:
+        return node.value
+    message = f"expected a whole number >= {minimum}, got {_shown(node.value)}"
+    report.add(node, message, f"use a whole number >= {minimum}")
+    return 1
+
+
+def _choice(node: _Node | None, choices: tuple[str, ...], report: _Report) -> str:
+    """One of ``choices``; absent means the first."""
+    if node is None:
+        return choices[0]
+    if node.value in choices:
+        return str(node.value)
+    message = f"{_shown(node.value)} is not allowed{_did_you_mean(str(node.value), choices)}"
+    report.add(node, message, f"use one of: {', '.join(choices)}")
+    return choices[0]
+
+
+def _is_pattern(name: str) -> bool:
+    return not _GLOB_CHARS.isdisjoint(name)
+
+
+def _did_you_mean(word: str, candidates: Iterable[str]) -> str:
+    close = difflib.get_close_matches(word, list(candidates), n=1)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, dict):
+        return "a mapping"
+    return "a list" if isinstance(value, list) else repr(value)
+
+
+def _join(where: str, key: str) -> str:
+    return f"{where}.{key}" if where else key

@@ -1,0 +1,122 @@
+"""Topology model → a faust app per agent: its consumer group, tables and stream.
+
+Each topology agent becomes its own faust App, so each has its own consumer
+group (replay resets one agent without touching the others) and its own
+RocksDB tables with changelogs. The faust agent only feeds records into a
+``KeyedDispatcher``; acks flow back in offset order, so faust commits only
+what is finished.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import AsyncIterator, Mapping
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from typing import Any
+
+import faust
+from faust.streams import _current_event
+from faust.types import EventT, StreamT
+from mode.supervisors import CrashingSupervisor
+
+from streams.broker import BrokerProfile
+from streams.dispatch import KeyedDispatcher
+from streams.envelope import Origin
+from streams.model import model_from_env
+from streams.producer import AsyncProducer, Headers
+from streams.runner import AgentRunner, Incoming
+from streams.settings import Settings
+from streams.topology import AgentSpec, Topology, import_handler
+from streams.types import Model
+
+FETCH_BATCH = 500
+"""Records taken from faust's stream at once; the dispatcher's capacity bounds memory."""
+FETCH_WITHIN_S = 0.02
+
+
+@dataclass(frozen=True)
+class AgentApp:
+    """A wired agent: the faust app to run and the tables it owns."""
+
+    app: faust.App
+    spec: AgentSpec
+    tables: Mapping[str, faust.Table]
+
+
+def build_agent_app(
+    topology: Topology, agent: str, settings: Settings, profile: BrokerProfile, model: Model | None = None
+) -> AgentApp:
+    """Wire one topology agent into a faust app, ready for ``app.main()`` or a Worker."""
+    spec = topology.agents[agent]
+    group = topology.group_id(agent)
+    settings.tables_dir.mkdir(parents=True, exist_ok=True)  # faust needs the datadir's parent
+    app = faust.App(
+        group,
+        **profile.faust_settings(),
+        store="rocksdb://",
+        datadir=str(settings.tables_dir / group),
+        topic_partitions=_partitions(topology, spec),
+        consumer_auto_offset_reset="earliest",
+        key_serializer="json",  # tables: str keys and JSON values survive a changelog rebuild
+        value_serializer="json",
+        web_enabled=False,
+        autodiscover=False,
+    )
+    tables = {name: _table(app, name, topology, spec) for name in spec.tables}
+    handler = import_handler(spec.handler, topology.path.parent)
+    topic = app.topic(*(topology.topic_name(t) for t in spec.inputs), key_serializer="raw", value_serializer="raw")
+
+    async def consume(stream: StreamT[Any]) -> None:
+        async with AsyncExitStack() as stack:
+            producer = AsyncProducer(profile.producer_config())
+            stack.callback(producer.close)
+            runner = AgentRunner(topology, spec, handler, model or model_from_env(), tables, producer)
+            await _feed(stream, runner, spec.concurrency, stack)
+
+    app.agent(topic, name=agent, supervisor_strategy=CrashingSupervisor)(consume)
+    return AgentApp(app, spec, tables)
+
+
+async def _feed(stream: StreamT[Any], runner: AgentRunner, concurrency: int, stack: AsyncExitStack) -> None:
+    async def handle(event: EventT) -> None:
+        _current_event.set(weakref.ref(event))  # faust tables find their partition through it
+        await runner.process(_incoming(event))
+
+    async def release(event: EventT) -> None:
+        await stream.ack(event)
+
+    dispatcher = KeyedDispatcher(handle, release, concurrency=concurrency, capacity=max(FETCH_BATCH, concurrency * 4))
+    stack.push_async_callback(dispatcher.close)
+    async for batch in _batches(stream):
+        for event in batch:
+            message = event.message
+            await dispatcher.submit(message.tp, message.offset, message.key, event)
+
+
+def _batches(stream: StreamT[Any]) -> AsyncIterator[list[EventT]]:
+    return stream.noack_take(FETCH_BATCH, within=FETCH_WITHIN_S)  # type: ignore[no-any-return]
+
+
+def _incoming(event: EventT) -> Incoming:
+    message = event.message
+    origin = Origin(message.topic, message.partition, message.offset, int(message.timestamp * 1000))
+    return Incoming(origin, message.key, message.value, _headers(message.headers))
+
+
+def _headers(raw: Any) -> Headers:
+    items = raw.items() if isinstance(raw, Mapping) else (raw or ())
+    return [(k, v) for k, v in items if v is not None]
+
+
+def _partitions(topology: Topology, spec: AgentSpec) -> int:
+    return max(topology.topics[name].partitions for name in spec.inputs)
+
+
+def _table(app: faust.App, name: str, topology: Topology, spec: AgentSpec) -> faust.Table:
+    return app.Table(
+        name,
+        default=None,
+        partitions=_partitions(topology, spec),
+        help=f"owned by agent {spec.name}",
+    )

@@ -1,0 +1,74 @@
+"""Worker processes: one faust worker per agent, or a supervisor over all of them.
+
+One process per agent keeps each agent's consumer group, RocksDB state and
+CPU core its own, which is also how they are deployed (``deploy/``). Running
+"all agents" locally is just a parent that starts one child per agent and
+stops them together.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+
+from streams.admin import list_topics
+from streams.broker import BrokerProfile
+from streams.errors import BrokerError
+from streams.settings import Settings
+from streams.topology import Topology
+from streams.wiring import build_agent_app
+
+
+def run_agent(topology: Topology, agent: str, settings: Settings, profile: BrokerProfile, faust_args: Sequence[str]) -> None:
+    """Run one agent's faust worker in this process until it is stopped (never returns)."""
+    require_topics(topology, agent, profile)
+    wired = build_agent_app(topology, agent, settings, profile)
+    # faust's own worker flags pass through; its web server stays off unless asked
+    # for (``--with-web``), so several agents' workers can share a host.
+    sys.argv = ["kappa-agents", "worker", "--without-web", *faust_args]
+    wired.app.main()
+
+
+def require_topics(topology: Topology, agent: str, profile: BrokerProfile) -> None:
+    """Refuse to start on topics that do not exist rather than let faust invent them."""
+    spec = topology.agents[agent]
+    logical = [*spec.inputs, *spec.emits, *(topology.dead_letter_topic(t) for t in spec.inputs)]
+    existing = list_topics(profile)
+    missing = sorted(topology.topic_name(t) for t in logical if topology.topic_name(t) not in existing)
+    if missing:
+        raise BrokerError(f"agent '{agent}' needs topic(s) {', '.join(missing)}, which do not exist; run `kappa-agents topics apply`")
+
+
+def supervise(agents: Sequence[str], faust_args: Sequence[str]) -> int:
+    """Start one worker process per agent; stop all when one exits or on SIGINT/SIGTERM."""
+    children = [
+        subprocess.Popen([sys.executable, "-m", "streams.cli", "worker", "--agent", name, *faust_args]) for name in agents
+    ]
+    stopping = False
+
+    def stop(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    while not stopping and all(child.poll() is None for child in children):
+        time.sleep(0.2)
+    return _stop_all(children)
+
+
+def _stop_all(children: Sequence[subprocess.Popen[bytes]], timeout: float = 20.0) -> int:
+    for child in children:
+        if child.poll() is None:
+            child.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    for child in children:
+        try:
+            child.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+    return max((abs(child.returncode or 0) for child in children), default=0)

@@ -32,13 +32,14 @@ async def handle(event: Event, ctx: Context) -> list[Emit]:
     history = risk.get(txn["account"]) or {"count": 0, "total": 0.0, "flagged": 0, "max_score": 0.0}
     value, reasons = score(txn, history)
     flagged = value >= FLAG_AT
-    risk[txn["account"]] = {
+    updated = {
         "count": history["count"] + 1,
         "total": history["total"] + float(txn["amount"]),
         "flagged": history["flagged"] + int(flagged),
         "max_score": max(history["max_score"], value),
     }
     if not flagged:
+        risk[txn["account"]] = updated
         return []
     answer = await ctx.model.complete(
         [
@@ -46,5 +47,6 @@ async def handle(event: Event, ctx: Context) -> list[Emit]:
             {"role": "user", "content": f"Assess fraud risk: amount {txn['amount']} score {value:.2f}: {', '.join(reasons)}"},
         ]
     )
+    risk[txn["account"]] = updated  # only once the model answered: a failed call changes nothing
     flag = {"account": txn["account"], "amount": float(txn["amount"]), "score": round(value, 4), "reasons": reasons, "assessment": answer.text}
     return [Emit("transactions.flagged", "transaction.flagged", flag)]

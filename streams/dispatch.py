@@ -81,6 +81,9 @@ class KeyedDispatcher(Generic[T]):
         """
         self._raise_failure()
         await self._space.acquire()
+        if self._failure is not None:
+            self._space.release()  # wake the next waiting submit, so it fails too
+            self._raise_failure()
         entry = _Entry(partition, offset, item)
         self._partitions.setdefault(partition, _Partition()).entries.append(entry)
         self._pending += 1
@@ -120,6 +123,7 @@ class KeyedDispatcher(Generic[T]):
             raise
         except BaseException as exc:
             self._failure = exc
+            self._space.release()  # a submit waiting for capacity must wake to see the failure
             self._idle.set()
         finally:
             self._chains.pop(chain_key, None)

@@ -26,7 +26,8 @@ from streams.types import JsonObject
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
 ENVELOPE_SCHEMA = load_schema(str(SCHEMA_DIR / "Envelope.avsc"))
 _MAGIC = b"\xc3\x01"
-_FINGERPRINT = bytes.fromhex(fingerprint(to_parsing_canonical_form(ENVELOPE_SCHEMA), "CRC-64-AVRO"))[::-1]
+_FINGERPRINT = bytes.fromhex(fingerprint(to_parsing_canonical_form(ENVELOPE_SCHEMA), "CRC-64-AVRO"))
+"""Little-endian CRC-64-AVRO, as the single-object encoding specifies (fastavro's byte order)."""
 _HEADER = _MAGIC + _FINGERPRINT
 _ID_NAMESPACE = uuid.UUID("6b1f3c2e-8f4a-4f0b-9a57-1d2c3e4f5a6b")
 
@@ -104,14 +105,14 @@ def decode(value: bytes | None, origin: Origin) -> Event:
         raise EnvelopeError("empty value: expected an Avro or JSON event")
     if value[:2] == _MAGIC:
         return _decode_avro(value)
-    if value[:1] in (b"{", b" ", b"\n", b"\t"):
+    if value[:1] in (b"{", b" ", b"\n", b"\t", b"\r"):
         return _decode_json(value, origin)
     raise EnvelopeError(f"not an event: starts with {value[:8]!r}, expected Avro (C3 01 ...) or a JSON object")
 
 
 def _decode_avro(value: bytes) -> Event:
     if value[2:10] != _FINGERPRINT:
-        raise EnvelopeError(f"Avro written with unknown schema fingerprint {value[2:10][::-1].hex()}")
+        raise EnvelopeError(f"Avro written with unknown schema fingerprint {value[2:10].hex()}")
     try:
         record = fastavro.schemaless_reader(io.BytesIO(value[10:]), ENVELOPE_SCHEMA, None)
     except Exception as exc:  # fastavro raises many types on corrupt input
@@ -147,10 +148,10 @@ def _with_defaults(data: dict[str, Any], origin: Origin) -> Event:
         type=_text(data, "type", ""),
         task_id=_text(data, "task_id", event_id),
         correlation_id=_text(data, "correlation_id", event_id),
-        causation_id=data.get("causation_id"),
+        causation_id=None if data.get("causation_id") is None else _text(data, "causation_id", ""),
         source=_text(data, "source", "external"),
-        timestamp=_int(data, "timestamp", origin.timestamp),
-        attempt=_int(data, "attempt", 0),
+        timestamp=_int(data, "timestamp", origin.timestamp, bits=64),
+        attempt=_int(data, "attempt", 0, bits=32),
         payload=payload,
     )
 
@@ -162,10 +163,12 @@ def _text(data: dict[str, Any], name: str, default: str) -> str:
     return value
 
 
-def _int(data: dict[str, Any], name: str, default: int) -> int:
+def _int(data: dict[str, Any], name: str, default: int, *, bits: int) -> int:
     value = data.get(name, default)
     if not isinstance(value, int) or isinstance(value, bool):
         raise EnvelopeError(f"field '{name}' must be an integer, got {value!r}")
+    if not -(2 ** (bits - 1)) <= value < 2 ** (bits - 1):
+        raise EnvelopeError(f"field '{name}' must fit a signed {bits}-bit integer, got {value}")
     return value
 
 

@@ -229,11 +229,11 @@ _LOWER_NAME = re.compile(r"[a-z][a-z0-9_-]*")
 _LOWER_NAME_FIX = "use lowercase letters, digits, '_' and '-', starting with a letter"
 _KAFKA_CHARS_FIX = "use only letters, digits, '.', '_' and '-'"
 _APP = _Rule("app name", re.compile(r"[a-z][a-z0-9-]*"), "use lowercase letters, digits and '-', e.g. kappa-demo")
-_TOPIC = _Rule("Kafka topic name", re.compile(r"(?!\.\.?$)[a-zA-Z0-9._-]{1,249}"), f"{_KAFKA_CHARS_FIX} (at most 249)")
+_TOPIC = _Rule("Kafka topic name", re.compile(r"(?!\.\.?$)[a-zA-Z0-9._-]{1,249}"), f"{_KAFKA_CHARS_FIX}, 249 at most")
 _NAMESPACE = _Rule("namespace", re.compile(r"[a-zA-Z0-9._-]*"), _KAFKA_CHARS_FIX)
 _AGENT = _Rule("agent name", _LOWER_NAME, _LOWER_NAME_FIX)
 _TABLE = _Rule("table name", _LOWER_NAME, _LOWER_NAME_FIX)
-_HANDLER = _Rule("handler", re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*"), "write module:function, e.g. agents.x:handle")
+_HANDLER = _Rule("handler", re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*"), "write module:function, e.g. agents.a:handle")
 _SCHEMA = _Rule("Avro record name", re.compile(r"[A-Za-z_]\w*"), "write the record's name, e.g. Transaction")
 _HANDLER_FIXES: dict[type[Exception], str] = {
     ImportError: "check the module path (relative to {dir}) and that the module imports",
@@ -433,7 +433,7 @@ def _matches(ref: _Node, topics: Mapping[str, TopicSpec], report: _Report) -> li
         return [ref.value] if _check_defined(ref, "topic", topics, "topics:", report) else []
     matches = [topic for topic in topics if fnmatch.fnmatchcase(topic, ref.value)]
     if not matches:
-        report.add(ref, f"pattern '{ref.value}' matches no declared topic", "declare a matching topic or fix the pattern")
+        report.add(ref, f"pattern '{ref.value}' matches no declared topic", "declare a matching topic or fix it")
     return matches
 
 
@@ -454,7 +454,7 @@ def _tables(
     first: dict[str, int] = {}
     for ref in _refs(node, report):
         if ref.value in first:
-            report.add(ref, f"table '{ref.value}' is listed twice (first at line {first[ref.value]})", "list it once")
+            report.add(ref, f"table '{ref.value}' is listed twice (first at line {first[ref.value]})", "drop one")
         elif _TABLE.check(ref.value, ref, report):
             first[ref.value] = ref.line
     if node is not None and first and len({topics[name].partitions for name in inputs}) > 1:

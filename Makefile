@@ -1,0 +1,48 @@
+# Two commands on a fresh machine: `make run` (the demo, end to end) and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+KAPPA := $(VENV)/bin/kappa-agents
+STAMP := $(VENV)/.installed
+EVENTS ?= 1000
+
+.PHONY: install run test test-fast bench broker broker-stop topics worker check clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: $(STAMP)  ## the fraud/compliance demo: broker, topics, workers, workload, live results
+	$(KAPPA) demo --events $(EVENTS)
+
+test: $(STAMP)  ## the whole suite, end-to-end tests through the real broker included
+	$(PY) -m pytest -q
+
+test-fast: $(STAMP)  ## unit tests only
+	$(PY) -m pytest -q -m "not e2e"
+
+bench: $(STAMP)  ## raw confluent-kafka loop vs. Kappa Agents vs. default faust; writes bench/results.json
+	$(PY) -m bench.run
+
+broker: $(STAMP)
+	$(KAPPA) broker start
+
+broker-stop: $(STAMP)
+	$(KAPPA) broker stop
+
+topics: $(STAMP)
+	$(KAPPA) topics apply
+
+worker: $(STAMP)
+	$(KAPPA) worker
+
+check: $(STAMP)
+	$(KAPPA) topology check
+
+clean:
+	-$(KAPPA) broker stop
+	rm -rf .kappa

@@ -13,6 +13,7 @@ import weakref
 from collections.abc import AsyncIterator, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import faust
@@ -49,13 +50,12 @@ def build_agent_app(
 ) -> AgentApp:
     """Wire one topology agent into a faust app, ready for ``app.main()`` or a Worker."""
     spec = topology.agents[agent]
-    group = topology.group_id(agent)
     settings.tables_dir.mkdir(parents=True, exist_ok=True)  # faust needs the datadir's parent
     app = faust.App(
-        group,
+        topology.group_id(agent),
         **profile.faust_settings(),
         store="rocksdb://",
-        datadir=str(settings.tables_dir / group),
+        datadir=str(table_dir(topology, agent, settings)),
         topic_partitions=_partitions(topology, spec),
         consumer_auto_offset_reset="earliest",
         key_serializer="json",  # tables: str keys and JSON values survive a changelog rebuild
@@ -71,7 +71,9 @@ def build_agent_app(
         async with AsyncExitStack() as stack:
             producer = AsyncProducer(profile.producer_config())
             stack.callback(producer.close)
-            runner = AgentRunner(topology, spec, handler, model or model_from_env(), tables, producer)
+            llm = model or model_from_env()
+            stack.push_async_callback(llm.aclose)
+            runner = AgentRunner(topology, spec, handler, llm, tables, producer)
             await _feed(stream, runner, spec.concurrency, stack)
 
     app.agent(topic, name=agent, supervisor_strategy=CrashingSupervisor)(consume)
@@ -92,6 +94,16 @@ async def _feed(stream: StreamT[Any], runner: AgentRunner, concurrency: int, sta
         for event in batch:
             message = event.message
             await dispatcher.submit(message.tp, message.offset, message.key, event)
+
+
+def table_dir(topology: Topology, agent: str, settings: Settings) -> Path:
+    """Where the agent's RocksDB tables live on this host."""
+    return settings.tables_dir / topology.group_id(agent)
+
+
+def changelog_topics(topology: Topology, agent: str) -> list[str]:
+    """The agent's table changelog topics, named as faust names them."""
+    return [f"{topology.group_id(agent)}-{table}-changelog" for table in topology.agents[agent].tables]
 
 
 def _batches(stream: StreamT[Any]) -> AsyncIterator[list[EventT]]:

@@ -1,0 +1,27 @@
+"""Fixtures for end-to-end tests: one ``Cluster`` (namespace, topics, workers) per test."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from streams.admin import apply_topics, topics_wanted
+from streams.broker import BrokerProfile
+from streams.topology import load_topology
+from tests.e2e.harness import E2E_TOPOLOGY, Cluster, print_logs
+
+
+@pytest.fixture
+def cluster(broker: BrokerProfile, kappa_env: dict[str, str], namespace: str, tmp_path: Path) -> Iterator[Cluster]:
+    topology = load_topology(E2E_TOPOLOGY, namespace=namespace)
+    apply_topics(broker, topics_wanted(topology))
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    cluster = Cluster(topology, broker, kappa_env, logs, [])
+    yield cluster
+    for worker in cluster.workers:
+        if worker.alive():
+            worker.kill()
+    print_logs(cluster)

@@ -1,0 +1,32 @@
+"""Handlers the end-to-end tests run: each makes one guarantee observable in its outputs."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+
+from streams.envelope import Event
+from streams.types import Context, Emit
+
+
+async def count(event: Event, ctx: Context) -> Emit:
+    """Counts events per key in a table; the count in each output shows the table's state."""
+    key = event.payload["key"]
+    n = (ctx.tables["counts"].get(key) or 0) + 1
+    ctx.tables["counts"][key] = n
+    return Emit("counter.out", "counted", {"key": key, "n": n, "seq": event.payload["seq"]})
+
+
+async def ordered(event: Event, ctx: Context) -> Emit:
+    """Sleeps a pseudo-random 0-20 ms, so unordered handling would reorder its outputs."""
+    digest = hashlib.sha256(event.event_id.encode()).digest()
+    await asyncio.sleep(digest[0] / 255 * 0.02)
+    return Emit("ordered.out", "seen", {"key": event.payload["key"], "seq": event.payload["seq"]})
+
+
+async def slow(event: Event, ctx: Context) -> Emit:
+    """Takes as long as the event says: lets a test crash a worker with work in flight."""
+    cap = float(os.environ.get("E2E_SLOW_MAX_SLEEP", "inf"))
+    await asyncio.sleep(min(event.payload.get("sleep", 0), cap))
+    return Emit("slow.out", "done", {"seq": event.payload["seq"]})

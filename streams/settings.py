@@ -9,6 +9,7 @@ environment variable with a ``KAPPA_`` prefix, plus Kafka's conventional
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +30,8 @@ class Settings:
     """Prefix for every topic, consumer group and table name (tests, sandboxes)."""
     embedded_port: int
     topology_path: Path
+    broker_kind: str | None
+    """``embedded`` or ``kafka`` to skip detecting which broker answers; None detects."""
 
     @property
     def tables_dir(self) -> Path:
@@ -43,7 +46,7 @@ class Settings:
         return self.bootstrap_servers or f"127.0.0.1:{self.embedded_port}"
 
 
-def load_settings(environ: dict[str, str] | None = None) -> Settings:
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     env = os.environ if environ is None else environ
     return Settings(
         bootstrap_servers=env.get("KAFKA_BOOTSTRAP_SERVERS") or None,
@@ -51,10 +54,18 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         namespace=env.get("KAPPA_NAMESPACE", ""),
         embedded_port=_int(env, "KAPPA_BROKER_PORT", DEFAULT_EMBEDDED_PORT),
         topology_path=Path(env.get("KAPPA_TOPOLOGY", "topology.yaml")),
+        broker_kind=_broker_kind(env),
     )
 
 
-def _int(env: os._Environ[str] | dict[str, str], name: str, default: int) -> int:
+def _broker_kind(env: Mapping[str, str]) -> str | None:
+    kind = env.get("KAPPA_BROKER_KIND") or None
+    if kind not in (None, "embedded", "kafka"):
+        raise ConfigError(f"KAPPA_BROKER_KIND={kind!r} is not a broker kind; set it to 'embedded' or 'kafka'")
+    return kind
+
+
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
     raw = env.get(name)
     if raw is None or raw == "":
         return default

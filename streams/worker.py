@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from streams.admin import list_topics
 from streams.broker import BrokerProfile
 from streams.errors import BrokerError
+from streams.liveness import register
 from streams.settings import Settings
 from streams.topology import Topology
 from streams.wiring import build_agent_app
@@ -26,6 +27,7 @@ def run_agent(topology: Topology, agent: str, settings: Settings, profile: Broke
     """Run one agent's faust worker in this process until it is stopped (never returns)."""
     require_topics(topology, agent, profile)
     wired = build_agent_app(topology, agent, settings, profile)
+    register(settings, topology.group_id(agent))
     # faust's own worker flags pass through; its web server stays off unless asked
     # for (``--with-web``), so several agents' workers can share a host.
     sys.argv = ["kappa-agents", "worker", "--without-web", *faust_args]

@@ -1,0 +1,244 @@
+"""The embedded broker's lifecycle, and the Tansu differences the profile absorbs.
+
+Tests named after a quirk compare what the broker does with what the profile
+assumes: if Tansu fixes the quirk, they fail and say which workaround to drop.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic, OffsetSpec
+
+from streams.broker import BrokerProfile, EmbeddedBroker, detect_profile
+from streams.errors import BrokerError, ConfigError
+from streams.settings import Settings, load_settings
+
+
+def _create_topic(profile: BrokerProfile, name: str, partitions: int = 1) -> None:
+    admin = AdminClient(profile.admin_config())
+    admin.create_topics([NewTopic(name, partitions, 1)])[name].result()
+
+
+def _reported_end(profile: BrokerProfile, topic: str) -> int:
+    admin = AdminClient(profile.admin_config())
+    [future] = admin.list_offsets({TopicPartition(topic, 0): OffsetSpec.latest()}).values()
+    return int(future.result().offset)
+
+
+@pytest.mark.e2e
+def test_started_broker_answers_metadata(spare_broker: EmbeddedBroker) -> None:
+    status = spare_broker.start()
+
+    assert status.running and status.pid is not None
+    assert AdminClient({"bootstrap.servers": status.bootstrap}).list_topics(timeout=5).cluster_id == "tansu_cluster"
+
+
+@pytest.mark.e2e
+def test_second_start_finds_the_running_broker(spare_broker: EmbeddedBroker) -> None:
+    first = spare_broker.start()
+
+    again = spare_broker.start()
+
+    assert again.pid == first.pid and again.running
+
+
+@pytest.mark.e2e
+def test_a_later_cli_run_finds_and_stops_the_broker(spare_broker: EmbeddedBroker, spare_settings: Settings) -> None:
+    first = spare_broker.start()
+
+    later = EmbeddedBroker(spare_settings)
+
+    assert later.start().pid == first.pid
+    assert later.stop() is True
+    assert not _answers_tcp(first.bootstrap)
+
+
+@pytest.mark.e2e
+def test_broker_outlives_the_process_that_started_it(spare_broker: EmbeddedBroker, spare_settings: Settings) -> None:
+    env = os.environ | {"KAPPA_STATE_DIR": str(spare_settings.state_dir), "KAPPA_BROKER_PORT": str(spare_settings.embedded_port)}
+    starter = "from streams.broker import EmbeddedBroker; from streams.settings import load_settings; EmbeddedBroker(load_settings()).start()"
+
+    subprocess.run([sys.executable, "-c", starter], env=env, cwd=Path(__file__).parents[2], check=True, timeout=30)
+
+    assert spare_broker.status().running
+    assert _answers_tcp(spare_broker.status().bootstrap)
+
+
+@pytest.mark.e2e
+def test_context_manager_stops_the_broker_on_exit(spare_broker: EmbeddedBroker) -> None:
+    with spare_broker as running:
+        bootstrap = running.status().bootstrap
+        assert _answers_tcp(bootstrap)
+
+    assert not _answers_tcp(bootstrap)
+
+
+@pytest.mark.e2e
+def test_stop_ends_the_process_and_forgets_it(spare_broker: EmbeddedBroker) -> None:
+    started = spare_broker.start()
+
+    assert spare_broker.stop() is True
+
+    assert spare_broker.status().running is False
+    assert spare_broker.status().pid is None
+    assert not _answers_tcp(started.bootstrap)
+    assert spare_broker.stop() is False
+
+
+@pytest.mark.e2e
+def test_port_taken_by_another_process_is_refused_with_the_fix(tmp_path: Path) -> None:
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        port = squatter.getsockname()[1]
+        broker = EmbeddedBroker(load_settings({"KAPPA_STATE_DIR": str(tmp_path), "KAPPA_BROKER_PORT": str(port)}))
+
+        with pytest.raises(BrokerError, match=f"port {port} .*KAPPA_BROKER_PORT"):
+            broker.start()
+
+
+@pytest.mark.e2e
+def test_profile_recognises_embedded_broker_behind_kafka_bootstrap_servers(spare_broker: EmbeddedBroker) -> None:
+    bootstrap = spare_broker.start().bootstrap
+
+    profile = detect_profile(load_settings({"KAFKA_BOOTSTRAP_SERVERS": bootstrap}))
+
+    assert profile == BrokerProfile(bootstrap, embedded=True)
+
+
+def test_broker_kind_overrides_detection() -> None:
+    assert detect_profile(load_settings({"KAPPA_BROKER_KIND": "kafka"})).embedded is False
+
+
+def test_unknown_broker_kind_is_refused() -> None:
+    with pytest.raises(ConfigError, match="KAPPA_BROKER_KIND"):
+        load_settings({"KAPPA_BROKER_KIND": "redpanda"})
+
+
+def test_wait_until_ready_names_the_broker_that_never_answered() -> None:
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        bootstrap = f"127.0.0.1:{unused.getsockname()[1]}"
+
+    with pytest.raises(BrokerError, match=bootstrap):
+        BrokerProfile(bootstrap, embedded=True).wait_until_ready(timeout=0.5)
+
+
+def test_workarounds_apply_to_the_embedded_broker_only() -> None:
+    embedded, kafka = BrokerProfile("h:1", embedded=True), BrokerProfile("h:1", embedded=False)
+
+    assert embedded.faust_settings()["producer_max_batch_size"] == 1
+    assert embedded.faust_settings()["broker_session_timeout"] == 6.0
+    assert embedded.consumer_config("g")["session.timeout.ms"] == 6000
+    assert kafka.faust_settings() == {"broker": "kafka://h:1", "processing_guarantee": "at_least_once"}
+    assert "session.timeout.ms" not in kafka.consumer_config("g")
+    assert (embedded.lag_is_exact, kafka.lag_is_exact) == (False, True)
+    assert embedded.producer_config() == kafka.producer_config()
+
+
+@pytest.mark.e2e
+def test_high_watermark_is_base_of_last_batch_on_embedded(broker: BrokerProfile, namespace: str) -> None:
+    """Batches of 100, 50, 1 records: Kafka ends at 100, 150, 151; Tansu reports 1, 101, 151.
+
+    If this fails on the embedded broker, Tansu reports real ends now: make
+    ``lag_is_exact`` true and drop ``producer_max_batch_size=1`` from the profile.
+    """
+    topic = f"{namespace}watermark"
+    _create_topic(broker, topic)
+    producer = Producer(broker.producer_config())
+    reported = []
+    for batch in (100, 50, 1):
+        for i in range(batch):
+            producer.produce(topic, value=b"%d" % i, partition=0)
+        producer.flush()
+        reported.append(_reported_end(broker, topic))
+
+    assert reported == ([100, 150, 151] if broker.lag_is_exact else [1, 101, 151])
+
+
+@pytest.mark.e2e
+def test_one_record_per_batch_gets_the_exact_end(broker: BrokerProfile, namespace: str) -> None:
+    topic = f"{namespace}single"
+    _create_topic(broker, topic)
+    producer = Producer(broker.producer_config() | {"batch.num.messages": 1})
+    reported = []
+    for batch in (100, 50, 1):
+        for i in range(batch):
+            producer.produce(topic, value=b"%d" % i, partition=0)
+        producer.flush()
+        reported.append(_reported_end(broker, topic))
+
+    assert reported == [100, 150, 151]
+
+
+@pytest.mark.e2e
+def test_offset_lookup_by_time(broker: BrokerProfile, namespace: str) -> None:
+    """Kafka finds the first record at or after a time; Tansu answers offset 0.
+
+    If this fails on the embedded broker, make ``time_lookup_is_exact`` true.
+    """
+    topic = f"{namespace}by-time"
+    _create_topic(broker, topic)
+    producer = Producer(broker.producer_config() | {"batch.num.messages": 1})
+    start_ms = int(datetime.now().timestamp() * 1000)
+    for i in range(10):
+        producer.produce(topic, value=b"%d" % i, partition=0, timestamp=start_ms + i * 1000)
+    producer.flush()
+
+    admin = AdminClient(broker.admin_config())
+    [future] = admin.list_offsets({TopicPartition(topic, 0): OffsetSpec.for_timestamp(start_ms + 3000)}).values()
+
+    assert future.result().offset == (3 if broker.time_lookup_is_exact else 0)
+
+
+@pytest.mark.e2e
+def test_group_join_completes_well_inside_15_seconds(broker: BrokerProfile, namespace: str) -> None:
+    topic = f"{namespace}join"
+    _create_topic(broker, topic, partitions=2)
+    consumer = Consumer(broker.consumer_config(f"{namespace}joiner"))
+    consumer.subscribe([topic])
+    started = time.monotonic()
+    try:
+        while not consumer.assignment() and time.monotonic() - started < 15:
+            consumer.poll(0.1)
+        joined_after = time.monotonic() - started
+        assert len(consumer.assignment()) == 2
+    finally:
+        consumer.close()
+
+    assert joined_after < 10
+
+
+def _answers_tcp(bootstrap: str) -> bool:
+    host, _, port = bootstrap.rpartition(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=1).close()
+    except OSError:
+        return False
+    return True
+
+
+def test_faust_takes_every_setting_of_the_profile() -> None:
+    """faust ignores unknown keyword arguments silently; a misspelt workaround would vanish."""
+    import faust
+    from faust.types.enums import ProcessingGuarantee
+
+    settings = BrokerProfile("127.0.0.1:9", embedded=True).faust_settings()
+    app = faust.App("kappa-profile-probe", **settings)
+
+    assert {name: getattr(app.conf, name) for name in settings if name != "broker"} == {
+        "processing_guarantee": ProcessingGuarantee.AT_LEAST_ONCE,
+        "producer_max_batch_size": 1,
+        "broker_session_timeout": 6.0,
+        "broker_heartbeat_interval": 2.0,
+    }
+    assert [str(url) for url in app.conf.broker] == ["kafka://127.0.0.1:9"]

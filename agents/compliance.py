@@ -9,7 +9,7 @@ from streams.types import Context
 def decide(score: float) -> str:
     if score >= 0.9:
         return "FILE_SAR"
-    if score >= 0.7:
+    if score >= 0.65:
         return "REVIEW"
     return "CLEAR"
 

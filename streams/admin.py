@@ -64,6 +64,10 @@ class ApplyReport:
     failed: list[TopicFailure] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
+    def __str__(self) -> str:
+        counts = f"topics: {len(self.created)} created, {len(self.updated)} updated, {len(self.unchanged)} unchanged"
+        return "\n".join([counts, *(f"warning: {w}" for w in self.warnings)])
+
 
 def apply_topics(profile: BrokerProfile, topics: Sequence[TopicWanted]) -> ApplyReport:
     """Create, grow and reconfigure ``topics``; BrokerError listing every topic that failed."""

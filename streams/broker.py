@@ -17,6 +17,8 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -77,12 +79,12 @@ class BrokerProfile:
         return not self.embedded
 
     def admin_config(self) -> dict[str, Any]:
-        return {"bootstrap.servers": self.bootstrap}
+        return self._client_config()
 
     def consumer_config(self, group_id: str) -> dict[str, Any]:
         """confluent_kafka.Consumer settings: manual commits, start at the earliest record."""
         config: dict[str, Any] = {
-            "bootstrap.servers": self.bootstrap,
+            **self._client_config(),
             "group.id": group_id,
             "enable.auto.commit": False,
             "auto.offset.reset": "earliest",
@@ -95,7 +97,11 @@ class BrokerProfile:
 
     def producer_config(self) -> dict[str, Any]:
         """confluent_kafka.Producer settings; librdkafka's idempotent producer works on Tansu too."""
-        return {"bootstrap.servers": self.bootstrap, "linger.ms": 5, "enable.idempotence": True}
+        return {**self._client_config(), "linger.ms": 5, "enable.idempotence": True}
+
+    def _client_config(self) -> dict[str, Any]:
+        # Idle connections closed by the broker are routine; librdkafka would log each one.
+        return {"bootstrap.servers": self.bootstrap, "log.connection.close": False}
 
     def faust_settings(self) -> dict[str, Any]:
         """Keyword arguments for ``faust.App``.
@@ -324,3 +330,23 @@ def _port_accepts(port: int) -> bool:
     except OSError:
         return False
     return True
+
+
+@contextmanager
+def broker_for_run(settings: Settings) -> Iterator[None]:
+    """The embedded broker for the length of one run (``make run``).
+
+    Nothing starts when ``KAFKA_BOOTSTRAP_SERVERS`` names a cluster or the
+    embedded broker already runs; only a broker started here is stopped here.
+    """
+    if settings.bootstrap_servers is not None:
+        yield
+        return
+    broker = EmbeddedBroker(settings)
+    started_here = not broker.status().running
+    broker.start()
+    try:
+        yield
+    finally:
+        if started_here:
+            broker.stop()

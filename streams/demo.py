@@ -23,7 +23,8 @@ from pathlib import Path
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
-from streams.broker import BrokerProfile
+from streams.admin import apply_topics, topics_wanted
+from streams.broker import BrokerProfile, broker_for_run
 from streams.edge import Outgoing, send
 from streams.envelope import Origin, decode, new_event
 from streams.errors import EnvelopeError
@@ -59,13 +60,28 @@ def run_demo(topology: Topology, settings: Settings, profile: BrokerProfile, *, 
     names = {logical: topology.topic_name(logical) for logical in (*SOURCES, "transactions.flagged", "compliance.reports")}
     dlqs = [topology.topic_name(topology.dead_letter_topic(t)) for t in (*SOURCES, "transactions.flagged")]
     progress = Progress()
+    with broker_for_run(settings):
+        print(f"broker at {profile.bootstrap}; {apply_topics(profile, topics_wanted(topology))}")
+        done = _run(topology, settings, profile, progress, names, dlqs, events, timeout_s)
+    _print_final(progress, names, dlqs)
+    return 0 if done else 1
+
+
+def _run(
+    topology: Topology,
+    settings: Settings,
+    profile: BrokerProfile,
+    progress: Progress,
+    names: dict[str, str],
+    dlqs: list[str],
+    events: int,
+    timeout_s: float,
+) -> bool:
     with _workers(settings) as log_path, _reader(profile, [*names.values(), *dlqs]) as reader:
         print(f"workers started (log: {log_path}); publishing {events} transactions ...")
         for topic, items in _workload(events).items():
             send(profile, topology, topic, items)
-        done = _follow(topology, profile, reader, progress, names, dlqs, events, timeout_s)
-    _print_final(progress, names, dlqs)
-    return 0 if done else 1
+        return _follow(topology, profile, reader, progress, names, dlqs, events, timeout_s)
 
 
 def _workload(events: int, seed: int = 7) -> dict[str, list[Outgoing]]:

@@ -22,6 +22,8 @@ Partition = tuple[str, int]
 def committed_offsets(profile: BrokerProfile, group: str, partitions: Iterable[Partition]) -> dict[Partition, int]:
     """The group's committed offset per partition; 0 where it has committed nothing."""
     wanted = [TopicPartition(topic, partition) for topic, partition in partitions]
+    if not wanted:
+        return {}
     admin = AdminClient(profile.admin_config())
     request = [ConsumerGroupTopicPartitions(group, wanted)]
     try:

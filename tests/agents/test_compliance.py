@@ -42,7 +42,7 @@ def flagged(score: float) -> Event:
 
 @pytest.mark.parametrize(
     ("score", "decision"),
-    [(1.0, "FILE_SAR"), (0.9, "FILE_SAR"), (0.89, "REVIEW"), (0.7, "REVIEW"), (0.69, "CLEAR"), (0.6, "CLEAR")],
+    [(1.0, "FILE_SAR"), (0.9, "FILE_SAR"), (0.89, "REVIEW"), (0.65, "REVIEW"), (0.64, "CLEAR"), (0.6, "CLEAR")],
 )
 async def test_score_decides_what_compliance_does(topology: Topology, score: float, decision: str) -> None:
     outputs = await run(topology, "compliance", compliance.handle, flagged(score))

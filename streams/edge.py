@@ -104,6 +104,9 @@ def _read(consumer: Consumer, idle_s: float, limit: int | None) -> Iterator[Json
 def describe(topic: str, partition: int, offset: int, timestamp: int, key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]]) -> JsonObject:
     """A record as a person wants to read it: coordinates, key, decoded event or why not."""
     line: JsonObject = {"topic": topic, "partition": partition, "offset": offset, "key": key.decode("utf-8", "replace") if key else None}
+    trace = dict(headers).get("traceparent")
+    if trace is not None:
+        line["traceparent"] = trace.decode("latin-1")
     dead_letter = read_dead_letter_headers(headers)
     if dead_letter:
         line["dead_letter"] = dead_letter

@@ -27,7 +27,7 @@ from typing import Any
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
-from streams.errors import BrokerError, ConfigError
+from streams.errors import BrokerError
 from streams.settings import Settings
 
 EMBEDDED_CLUSTER_ID = "tansu_cluster"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -23,9 +23,6 @@ from streams.errors import KappaError, TopologyError
 from streams.replay import replay_agent, target_from
 from streams.settings import Settings, load_settings
 from streams.topology import Topology, load_topology
-
-Command = Callable[[argparse.Namespace, list[str]], int]
-
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()

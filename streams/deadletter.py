@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass
 from enum import Enum
 
-from streams.producer import Headers, Record
+from streams.records import Headers, Record
 
 HEADER_PREFIX = "dlq."
 

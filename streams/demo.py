@@ -26,9 +26,10 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from streams.admin import apply_topics, topics_wanted
 from streams.broker import BrokerProfile, broker_for_run
 from streams.edge import Outgoing, send
-from streams.envelope import Origin, decode, new_event
+from streams.envelope import decode, new_event
 from streams.errors import EnvelopeError
 from streams.lag import Partition, committed_offsets, lag
+from streams.records import Incoming, from_confluent
 from streams.settings import Settings
 from streams.topology import Topology
 
@@ -55,33 +56,35 @@ class Progress:
         return {tp: end for tp, end in self.ends.items() if tp[0] in topics}
 
 
+@dataclass(frozen=True)
+class DemoTopics:
+    """The demo's physical topic names (namespace applied)."""
+
+    names: dict[str, str]
+    dead_letters: list[str]
+
+    @classmethod
+    def of(cls, topology: Topology) -> DemoTopics:
+        names = {logical: topology.topic_name(logical) for logical in (*SOURCES, "transactions.flagged", "compliance.reports")}
+        dead = [topology.topic_name(topology.dead_letter_topic(t)) for t in (*SOURCES, "transactions.flagged")]
+        return cls(names, dead)
+
+    def all(self) -> list[str]:
+        return [*self.names.values(), *self.dead_letters]
+
+
 def run_demo(topology: Topology, settings: Settings, profile: BrokerProfile, *, events: int, timeout_s: float = 180.0) -> int:
     """Run the demo to completion; 0 when every event was handled, 1 otherwise."""
-    names = {logical: topology.topic_name(logical) for logical in (*SOURCES, "transactions.flagged", "compliance.reports")}
-    dlqs = [topology.topic_name(topology.dead_letter_topic(t)) for t in (*SOURCES, "transactions.flagged")]
-    progress = Progress()
+    topics, progress = DemoTopics.of(topology), Progress()
     with broker_for_run(settings):
         print(f"broker at {profile.bootstrap}; {apply_topics(profile, topics_wanted(topology))}")
-        done = _run(topology, settings, profile, progress, names, dlqs, events, timeout_s)
-    _print_final(progress, names, dlqs)
+        with _workers(settings) as log_path, _reader(profile, topics.all()) as reader:
+            print(f"workers started (log: {log_path}); publishing {events} transactions ...")
+            for topic, items in _workload(events).items():
+                send(profile, topology, topic, items)
+            done = _follow(topology, profile, reader, progress, topics, events, timeout_s)
+    _print_final(progress, topics)
     return 0 if done else 1
-
-
-def _run(
-    topology: Topology,
-    settings: Settings,
-    profile: BrokerProfile,
-    progress: Progress,
-    names: dict[str, str],
-    dlqs: list[str],
-    events: int,
-    timeout_s: float,
-) -> bool:
-    with _workers(settings) as log_path, _reader(profile, [*names.values(), *dlqs]) as reader:
-        print(f"workers started (log: {log_path}); publishing {events} transactions ...")
-        for topic, items in _workload(events).items():
-            send(profile, topology, topic, items)
-        return _follow(topology, profile, reader, progress, names, dlqs, events, timeout_s)
 
 
 def _workload(events: int, seed: int = 7) -> dict[str, list[Outgoing]]:
@@ -103,11 +106,11 @@ def _follow(
     profile: BrokerProfile,
     reader: Consumer,
     progress: Progress,
-    names: dict[str, str],
-    dlqs: list[str],
+    topics: DemoTopics,
     events: int,
     timeout_s: float,
 ) -> bool:
+    names, dlqs = topics.names, topics.dead_letters
     start = time.monotonic()
     fraud_in = (names["transactions.card"], names["transactions.wire"])
     compliance_in = (names["transactions.flagged"],)
@@ -138,15 +141,16 @@ def _drain(reader: Consumer, progress: Progress, reports_topic: str) -> None:
     for message in reader.consume(1000, timeout=0.2):
         if message.error():
             continue
-        tp = (message.topic(), message.partition())
-        progress.ends[tp] = max(progress.ends.get(tp, 0), message.offset() + 1)
-        if message.topic() == reports_topic:
-            _note_report(progress, message.value(), Origin(tp[0], tp[1], message.offset(), 0))
+        record = from_confluent(message)
+        tp = (record.origin.topic, record.origin.partition)
+        progress.ends[tp] = max(progress.ends.get(tp, 0), record.origin.offset + 1)
+        if tp[0] == reports_topic:
+            _note_report(progress, record)
 
 
-def _note_report(progress: Progress, value: bytes | None, origin: Origin) -> None:
+def _note_report(progress: Progress, record: Incoming) -> None:
     try:
-        report = decode(value, origin).payload
+        report = decode(record.value, record.origin).payload
     except EnvelopeError:
         return
     progress.decisions[report["decision"]] += 1
@@ -155,7 +159,8 @@ def _note_report(progress: Progress, value: bytes | None, origin: Origin) -> Non
         progress.by_account[report["account"]] = (report["score"], report["decision"])
 
 
-def _print_final(progress: Progress, names: dict[str, str], dlqs: list[str]) -> None:
+def _print_final(progress: Progress, topics: DemoTopics) -> None:
+    names, dlqs = topics.names, topics.dead_letters
     print("\nResult")
     print(f"  transactions in      {sum(progress.count(names[t]) for t in SOURCES):>6}")
     print(f"  flagged by fraud     {progress.count(names['transactions.flagged']):>6}")

@@ -14,17 +14,16 @@ import time
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
 
-import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
 
 from streams.broker import BrokerProfile
 from streams.catalog import EventCatalog
 from streams.deadletter import read_dead_letter_headers
-from streams.envelope import Event, Origin, decode, encode, encode_json, new_event
+from streams.envelope import Event, decode, encode, encode_json, json_object, new_event
 from streams.errors import BrokerError, EnvelopeError
-from streams.producer import AsyncProducer, Record
+from streams.producer import AsyncProducer
+from streams.records import Incoming, Record, from_confluent
 from streams.topology import Topology
 from streams.tracing import new_trace_headers
 from streams.types import JsonObject
@@ -48,7 +47,7 @@ def build_outgoing(
     """
     if topic not in topology.topics:
         raise EnvelopeError(f"topic '{topic}' is not declared in {topology.path.name}; declared: {', '.join(topology.topics)}")
-    data = _json_object(text)
+    data = json_object(text, "the event to send")
     payload: JsonObject = data["payload"] if "payload" in data and "type" in data else data
     chosen = data.get("type") if payload is not data else event_type
     chosen = chosen or _only_type(topology, topic)
@@ -98,12 +97,13 @@ def _read(consumer: Consumer, idle_s: float, limit: int | None) -> Iterator[Json
         if message.error():
             raise BrokerError(f"reading '{message.topic()}': {message.error()}")
         seen, last = seen + 1, time.monotonic()
-        yield describe(message.topic(), message.partition(), message.offset(), message.timestamp()[1], message.key(), message.value(), message.headers() or [])
+        yield describe(from_confluent(message))
 
 
-def describe(topic: str, partition: int, offset: int, timestamp: int, key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]]) -> JsonObject:
+def describe(record: Incoming) -> JsonObject:
     """A record as a person wants to read it: coordinates, key, decoded event or why not."""
-    line: JsonObject = {"topic": topic, "partition": partition, "offset": offset, "key": key.decode("utf-8", "replace") if key else None}
+    origin, key, headers = record.origin, record.key, record.headers
+    line: JsonObject = {"topic": origin.topic, "partition": origin.partition, "offset": origin.offset, "key": key.decode("utf-8", "replace") if key else None}
     trace = dict(headers).get("traceparent")
     if trace is not None:
         line["traceparent"] = trace.decode("latin-1")
@@ -111,9 +111,9 @@ def describe(topic: str, partition: int, offset: int, timestamp: int, key: bytes
     if dead_letter:
         line["dead_letter"] = dead_letter
     try:
-        line["event"] = asdict(decode(value, Origin(topic, partition, offset, timestamp)))
+        line["event"] = asdict(decode(record.value, origin))
     except EnvelopeError as exc:
-        line["undecodable"] = {"error": str(exc), "value_base64": base64.b64encode(value or b"").decode()}
+        line["undecodable"] = {"error": str(exc), "value_base64": base64.b64encode(record.value or b"").decode()}
     return line
 
 
@@ -126,16 +126,6 @@ def _all_partitions(consumer: Consumer, topic: str) -> list[TopicPartition]:
     if not partitions:
         raise BrokerError(f"topic '{topic}' does not exist; run `kappa-agents topics apply`")
     return [TopicPartition(topic, p, OFFSET_BEGINNING) for p in sorted(partitions)]
-
-
-def _json_object(text: str) -> dict[str, Any]:
-    try:
-        data = orjson.loads(text)
-    except orjson.JSONDecodeError as exc:
-        raise EnvelopeError(f"not JSON: {exc}") from exc
-    if not isinstance(data, dict):
-        raise EnvelopeError(f"expected a JSON object, got {type(data).__name__}")
-    return data
 
 
 def _only_type(topology: Topology, topic: str) -> str:

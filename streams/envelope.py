@@ -118,17 +118,23 @@ def _decode_avro(value: bytes) -> Event:
     except Exception as exc:  # fastavro raises many types on corrupt input
         raise EnvelopeError(f"corrupt Avro body: {exc!r}") from exc
     assert isinstance(record, dict)
-    record["payload"] = _payload(record["payload"])
+    record["payload"] = json_object(record["payload"], "payload")
     return Event(**record)
 
 
-def _decode_json(value: bytes, origin: Origin) -> Event:
+def json_object(text: bytes | str, what: str) -> JsonObject:
+    """Parse JSON that must be an object; EnvelopeError naming ``what`` otherwise."""
     try:
-        data = orjson.loads(value)
+        data = orjson.loads(text)
     except orjson.JSONDecodeError as exc:
-        raise EnvelopeError(f"bad JSON: {exc}") from exc
+        raise EnvelopeError(f"bad JSON in {what}: {exc}") from exc
     if not isinstance(data, dict):
-        raise EnvelopeError(f"JSON event must be an object, got {type(data).__name__}")
+        raise EnvelopeError(f"{what} must be a JSON object, got {type(data).__name__}")
+    return data
+
+
+def _decode_json(value: bytes, origin: Origin) -> Event:
+    data = json_object(value, "JSON event")
     unknown = set(data) - _FIELD_NAMES
     if unknown:
         raise EnvelopeError(f"unknown envelope field(s) {sorted(unknown)}; allowed: {sorted(_FIELD_NAMES)}")
@@ -170,16 +176,6 @@ def _int(data: dict[str, Any], name: str, default: int, *, bits: int) -> int:
     if not -(2 ** (bits - 1)) <= value < 2 ** (bits - 1):
         raise EnvelopeError(f"field '{name}' must fit a signed {bits}-bit integer, got {value}")
     return value
-
-
-def _payload(text: str) -> JsonObject:
-    try:
-        payload = orjson.loads(text)
-    except orjson.JSONDecodeError as exc:
-        raise EnvelopeError(f"payload is not JSON: {exc}") from exc
-    if not isinstance(payload, dict):
-        raise EnvelopeError(f"payload must be a JSON object, got {type(payload).__name__}")
-    return payload
 
 
 _FIELD_NAMES = frozenset(f.name for f in fields(Event))

@@ -4,6 +4,14 @@ Library errors are converted where they enter the runtime, so callers catch
 ``KappaError`` (or a subclass) and never a faust/confluent/fastavro type.
 """
 
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from streams.topology import Problem
+
 
 class KappaError(Exception):
     """Root of every error the runtime raises deliberately."""
@@ -16,7 +24,7 @@ class ConfigError(KappaError):
 class TopologyError(KappaError):
     """topology.yaml is invalid; ``problems`` lists every problem found."""
 
-    def __init__(self, problems: list["object"]) -> None:
+    def __init__(self, problems: Sequence[Problem]) -> None:
         self.problems = problems
         super().__init__("\n".join(str(p) for p in problems))
 

@@ -12,24 +12,12 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from streams.errors import BrokerError
-
-Headers = list[tuple[str, bytes]]
-
-
-@dataclass(frozen=True)
-class Record:
-    """One record to publish: physical topic, key, value and headers."""
-
-    topic: str
-    key: bytes | None
-    value: bytes | None
-    headers: Headers
+from streams.records import Record
 
 
 class AsyncProducer:
@@ -64,7 +52,7 @@ class AsyncProducer:
         while True:
             try:
                 self._producer.produce(
-                    record.topic, value=record.value, key=record.key, headers=record.headers, on_delivery=delivered
+                    record.topic, value=record.value, key=record.key, headers=list(record.headers), on_delivery=delivered
                 )
                 return future
             except BufferError:

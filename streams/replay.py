@@ -251,12 +251,14 @@ def _read_until(reader: Consumer, partition: Partition, stop: Callable[[Message]
             if (message.topic(), message.partition()) != partition:
                 continue  # left over from the previous assignment
             error = message.error()
+            offset = message.offset()
+            assert offset is not None, "records and end-of-partition events carry an offset"
             if error is not None and error.code() == KafkaError._PARTITION_EOF:
-                return int(message.offset())
+                return offset
             if error is not None:
                 raise BrokerError(f"cannot read {partition[0]} partition {partition[1]}: {error.str()}")
             if stop(message):
-                return int(message.offset())
+                return offset
     raise BrokerError(f"reading {partition[0]} partition {partition[1]} to its end took over {SCAN_TIMEOUT:.0f} s")
 
 
@@ -304,7 +306,7 @@ def _commit(admin: AdminClient, group_id: str, moves: Sequence[OffsetMove]) -> N
 def _raise_unmoved(group_id: str, partitions: Sequence[TopicPartition]) -> None:
     failed = [tp for tp in partitions if tp.error is not None]
     if failed:
-        listed = ", ".join(f"{tp.topic} partition {tp.partition}: {tp.error.str()}" for tp in failed)
+        listed = ", ".join(f"{tp.topic} partition {tp.partition}: {tp.error}" for tp in failed)
         raise BrokerError(f"group {group_id!r}: some offsets were not moved: {listed}")
 
 

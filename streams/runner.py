@@ -11,30 +11,20 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping, MutableMapping
-from dataclasses import dataclass
 from typing import Any
 
 from streams.catalog import EventCatalog
 from streams.context import AgentContext, run_handler
 from streams.deadletter import DeadLetter, Reason
-from streams.envelope import Event, Origin, decode, encode
+from streams.envelope import Event, decode, encode
 from streams.errors import EmitError, EnvelopeError
-from streams.producer import AsyncProducer, Headers, Record
+from streams.producer import AsyncProducer
+from streams.records import Incoming, Record
 from streams.topology import AgentSpec, Topology
 from streams.tracing import consuming, current_trace_headers
 from streams.types import Emit, Handler, Model
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Incoming:
-    """A record as read from Kafka, before anything is decoded."""
-
-    origin: Origin
-    key: bytes | None
-    value: bytes | None
-    headers: Headers
 
 
 class AgentRunner:

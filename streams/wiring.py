@@ -10,7 +10,7 @@ what is finished.
 from __future__ import annotations
 
 import weakref
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,15 +18,16 @@ from typing import Any
 
 import faust
 from faust.streams import _current_event
-from faust.types import EventT, StreamT
+from faust.types import EventT, TableT
 from mode.supervisors import CrashingSupervisor
 
 from streams.broker import BrokerProfile
 from streams.dispatch import KeyedDispatcher
 from streams.envelope import Origin
 from streams.model import model_from_env
-from streams.producer import AsyncProducer, Headers
-from streams.runner import AgentRunner, Incoming
+from streams.producer import AsyncProducer
+from streams.records import Headers, Incoming
+from streams.runner import AgentRunner
 from streams.settings import Settings
 from streams.topology import AgentSpec, Topology, import_handler
 from streams.types import Model
@@ -42,7 +43,7 @@ class AgentApp:
 
     app: faust.App
     spec: AgentSpec
-    tables: Mapping[str, faust.Table]
+    tables: Mapping[str, TableT[Any, Any]]
 
 
 def build_agent_app(
@@ -67,7 +68,7 @@ def build_agent_app(
     handler = import_handler(spec.handler, topology.path.parent)
     topic = app.topic(*(topology.topic_name(t) for t in spec.inputs), key_serializer="raw", value_serializer="raw")
 
-    async def consume(stream: StreamT[Any]) -> None:
+    async def consume(stream: faust.Stream[Any]) -> None:
         async with AsyncExitStack() as stack:
             producer = AsyncProducer(profile.producer_config())
             stack.callback(producer.close)
@@ -76,11 +77,11 @@ def build_agent_app(
             runner = AgentRunner(topology, spec, handler, llm, tables, producer)
             await _feed(stream, runner, spec.concurrency, stack)
 
-    app.agent(topic, name=agent, supervisor_strategy=CrashingSupervisor)(consume)
+    app.agent(topic, name=agent, supervisor_strategy=CrashingSupervisor)(consume)  # type: ignore[arg-type]  # faust passes a Stream
     return AgentApp(app, spec, tables)
 
 
-async def _feed(stream: StreamT[Any], runner: AgentRunner, concurrency: int, stack: AsyncExitStack) -> None:
+async def _feed(stream: faust.Stream[Any], runner: AgentRunner, concurrency: int, stack: AsyncExitStack) -> None:
     async def handle(event: EventT) -> None:
         _current_event.set(weakref.ref(event))  # faust tables find their partition through it
         await runner.process(_incoming(event))
@@ -90,7 +91,7 @@ async def _feed(stream: StreamT[Any], runner: AgentRunner, concurrency: int, sta
 
     dispatcher = KeyedDispatcher(handle, release, concurrency=concurrency, capacity=max(FETCH_BATCH, concurrency * 4))
     stack.push_async_callback(dispatcher.close)
-    async for batch in _batches(stream):
+    async for batch in stream.noack_take(FETCH_BATCH, within=FETCH_WITHIN_S):
         for event in batch:
             message = event.message
             await dispatcher.submit(message.tp, message.offset, message.key, event)
@@ -104,10 +105,6 @@ def table_dir(topology: Topology, agent: str, settings: Settings) -> Path:
 def changelog_topics(topology: Topology, agent: str) -> list[str]:
     """The agent's table changelog topics, named as faust names them."""
     return [f"{topology.group_id(agent)}-{table}-changelog" for table in topology.agents[agent].tables]
-
-
-def _batches(stream: StreamT[Any]) -> AsyncIterator[list[EventT]]:
-    return stream.noack_take(FETCH_BATCH, within=FETCH_WITHIN_S)  # type: ignore[no-any-return]
 
 
 def _incoming(event: EventT) -> Incoming:
@@ -125,7 +122,7 @@ def _partitions(topology: Topology, spec: AgentSpec) -> int:
     return max(topology.topics[name].partitions for name in spec.inputs)
 
 
-def _table(app: faust.App, name: str, topology: Topology, spec: AgentSpec) -> faust.Table:
+def _table(app: faust.App, name: str, topology: Topology, spec: AgentSpec) -> TableT[Any, Any]:
     return app.Table(
         name,
         default=None,

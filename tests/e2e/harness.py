@@ -17,12 +17,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from streams.admin import apply_topics, topics_wanted
 from streams.broker import BrokerProfile
 from streams.edge import Outgoing, send, tail
 from streams.envelope import new_event
-from streams.producer import AsyncProducer, Record
-from streams.topology import Topology, load_topology
+from streams.producer import AsyncProducer
+from streams.records import Record
+from streams.topology import Topology
 from streams.types import JsonObject
 
 E2E_TOPOLOGY = Path(__file__).with_name("topology.yaml")

@@ -66,7 +66,7 @@ class DemoTopics:
     @classmethod
     def of(cls, topology: Topology) -> DemoTopics:
         names = {logical: topology.topic_name(logical) for logical in (*SOURCES, "transactions.flagged", "compliance.reports")}
-        dead = [topology.topic_name(topology.dead_letter_topic(t)) for t in (*SOURCES, "transactions.flagged")]
+        dead = [topology.topic_name(topology.dead_letter_topic(agent)) for agent in topology.agents]
         return cls(names, dead)
 
     def all(self) -> list[str]:

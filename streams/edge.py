@@ -19,7 +19,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPar
 
 from streams.broker import BrokerProfile
 from streams.catalog import EventCatalog
-from streams.deadletter import read_dead_letter_headers
+from streams.failures import DLQ, RETRY, fields
 from streams.envelope import Event, decode, encode, encode_json, json_object, new_event
 from streams.errors import BrokerError, EnvelopeError
 from streams.producer import AsyncProducer
@@ -103,13 +103,19 @@ def _read(consumer: Consumer, idle_s: float, limit: int | None) -> Iterator[Json
 def describe(record: Incoming) -> JsonObject:
     """A record as a person wants to read it: coordinates, key, decoded event or why not."""
     origin, key, headers = record.origin, record.key, record.headers
-    line: JsonObject = {"topic": origin.topic, "partition": origin.partition, "offset": origin.offset, "key": key.decode("utf-8", "replace") if key else None}
+    line: JsonObject = {
+        "topic": origin.topic,
+        "partition": origin.partition,
+        "offset": origin.offset,
+        "timestamp": origin.timestamp,
+        "key": key.decode("utf-8", "replace") if key else None,
+    }
     trace = dict(headers).get("traceparent")
     if trace is not None:
         line["traceparent"] = trace.decode("latin-1")
-    dead_letter = read_dead_letter_headers(headers)
-    if dead_letter:
-        line["dead_letter"] = dead_letter
+    for name, prefix in (("dead_letter", DLQ), ("retry", RETRY)):
+        if history := fields(headers, prefix):
+            line[name] = history
     try:
         line["event"] = asdict(decode(record.value, origin))
     except EnvelopeError as exc:

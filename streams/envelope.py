@@ -45,6 +45,7 @@ class Event:
     timestamp: int
     attempt: int
     payload: JsonObject
+    lineage: tuple[str, ...] = ()
 
     def caused(self, type: str, payload: JsonObject, *, source: str, index: int, timestamp: int) -> Event:
         """The ``index``-th event this one causes: same task and correlation, a derived id.
@@ -62,6 +63,7 @@ class Event:
             timestamp=timestamp,
             attempt=0,
             payload=payload,
+            lineage=(*self.lineage, source),
         )
 
     def retried(self) -> Event:
@@ -88,6 +90,7 @@ def encode(event: Event) -> bytes:
     """Avro single-object encoding of the envelope."""
     record = asdict(event)
     record["payload"] = orjson.dumps(event.payload).decode()
+    record["lineage"] = list(event.lineage)
     out = io.BytesIO()
     out.write(_HEADER)
     fastavro.schemaless_writer(out, ENVELOPE_SCHEMA, record)
@@ -119,6 +122,7 @@ def _decode_avro(value: bytes) -> Event:
         raise EnvelopeError(f"corrupt Avro body: {exc!r}") from exc
     assert isinstance(record, dict)
     record["payload"] = json_object(record["payload"], "payload")
+    record["lineage"] = tuple(record["lineage"])
     return Event(**record)
 
 
@@ -159,7 +163,15 @@ def _with_defaults(data: dict[str, Any], origin: Origin) -> Event:
         timestamp=_int(data, "timestamp", origin.timestamp, bits=64),
         attempt=_int(data, "attempt", 0, bits=32),
         payload=payload,
+        lineage=_names(data, "lineage"),
     )
+
+
+def _names(data: dict[str, Any], name: str) -> tuple[str, ...]:
+    value = data.get(name, [])
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise EnvelopeError(f"field '{name}' must be a list of strings, got {value!r}")
+    return tuple(value)
 
 
 def _text(data: dict[str, Any], name: str, default: str) -> str:

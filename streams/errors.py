@@ -47,3 +47,38 @@ class ReplayError(KappaError):
 
 class EmitError(KappaError):
     """An agent tried to publish what its topology or schema forbids."""
+
+
+class AgentFailure(KappaError):
+    """A handler's failure with a category the topology has a policy for.
+
+    Handlers raise the subclasses; the runtime maps common library errors to
+    them itself (``streams.triage``).
+    """
+
+    category = "unknown"
+
+
+class ContextWindowExceeded(AgentFailure):
+    category = "context_window_exceeded"
+
+
+class RateLimited(AgentFailure):
+    category = "rate_limited"
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+        """Seconds the caller asked us to wait, when it said."""
+
+
+class ValidationFailed(AgentFailure):
+    category = "validation_failed"
+
+
+class CircularDelegation(AgentFailure):
+    category = "circular_delegation"
+
+
+class ToolTimeout(AgentFailure):
+    category = "tool_timeout"

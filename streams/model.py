@@ -21,7 +21,7 @@ import aiohttp
 import orjson
 from opentelemetry import trace
 
-from streams.errors import ConfigError, ModelError
+from streams.errors import ConfigError, ContextWindowExceeded, KappaError, ModelError, RateLimited
 from streams.types import ChatMessage, Completion, JsonObject, Model
 
 CHARS_PER_TOKEN = 4
@@ -34,18 +34,6 @@ class ModelUnavailable(ModelError):
 
 class ModelTimeout(ModelError):
     """The model did not answer within the request timeout."""
-
-
-class ContextWindowExceeded(ModelError):
-    """The prompt is longer than the model accepts; retrying the same prompt cannot succeed."""
-
-
-class RateLimited(ModelError):
-    """The provider refused the call for rate (HTTP 429); ``retry_after`` is its hint in seconds."""
-
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
 
 
 def estimate_tokens(text: str) -> int:
@@ -64,7 +52,7 @@ async def _traced(system: str, model: str, call: Awaitable[Completion]) -> Compl
     with _tracer.start_as_current_span(f"chat {model}", kind=trace.SpanKind.CLIENT, attributes=attributes) as span:
         try:
             completion = await call
-        except ModelError as exc:
+        except KappaError as exc:
             span.set_attribute("error.type", type(exc).__name__)
             raise
         span.set_attributes(
@@ -214,7 +202,7 @@ class OpenAIModel:
         return self._session
 
 
-def _http_error(url: str, status: int, retry_after: str | None, body: bytes) -> ModelError:
+def _http_error(url: str, status: int, retry_after: str | None, body: bytes) -> KappaError:
     snippet = body[:300].decode(errors="replace")
     if status == 429:
         return RateLimited(f"{url} rate limited the call: {snippet}", retry_after=_seconds(retry_after))

@@ -19,6 +19,9 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from streams.errors import BrokerError
 from streams.records import Record
 
+_UNASSIGNED = -1
+"""librdkafka's RD_KAFKA_PARTITION_UA: let the partitioner choose by key."""
+
 
 class AsyncProducer:
     """librdkafka producer whose deliveries are awaitable from asyncio."""
@@ -52,7 +55,12 @@ class AsyncProducer:
         while True:
             try:
                 self._producer.produce(
-                    record.topic, value=record.value, key=record.key, headers=list(record.headers), on_delivery=delivered
+                    record.topic,
+                    value=record.value,
+                    key=record.key,
+                    headers=list(record.headers),
+                    partition=_UNASSIGNED if record.partition is None else record.partition,
+                    on_delivery=delivered,
                 )
                 return future
             except BufferError:

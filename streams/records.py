@@ -34,6 +34,8 @@ class Record:
     key: bytes | None
     value: bytes | None
     headers: Headers
+    partition: int | None = None
+    """None lets the partitioner choose by key."""
 
 
 def from_confluent(message: Message) -> Incoming:

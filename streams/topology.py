@@ -30,10 +30,12 @@ SCHEMA_DIR = "schemas"
 """Avro schemas live in ``schemas/<Name>.avsc`` next to the topology file."""
 DLQ_SUFFIX = ".dlq"
 
-_TOP_LEVEL_KEYS = ("app", "events", "topics", "agents")
+_TOP_LEVEL_KEYS = ("app", "events", "topics", "agents", "failures")
+_FAILURE_KEYS = ("retry_delays_s", "max_hops", "dlq_depth_warning", "categories")
+_CATEGORY_KEYS = ("retryable", "max_attempts")
 _EVENT_KEYS = ("schema",)
 _TOPIC_KEYS = ("partitions", "replication", "retention_ms", "cleanup_policy", "events", "config")
-_AGENT_KEYS = ("handler", "subscribe", "exclude", "emits", "tables", "concurrency")
+_AGENT_KEYS = ("handler", "subscribe", "exclude", "emits", "tables", "concurrency", "timeout_s", "version")
 _CLEANUP_POLICIES = ("delete", "compact", "compact,delete")
 _FIRST_CLASS_CONFIGS = {"cleanup.policy": "cleanup_policy", "retention.ms": "retention_ms"}
 _GLOB_CHARS = frozenset("*?[")
@@ -96,6 +98,54 @@ class AgentSpec:
     tables: tuple[str, ...]
     concurrency: int
     line: int
+    timeout_s: float = 120.0
+    """A handler call running longer fails as ``tool_timeout``."""
+    version: str = "1"
+    """Recorded on dead letters, so a fix can be told apart from the code that failed."""
+
+
+@dataclass(frozen=True)
+class CategoryPolicy:
+    """What happens to an event whose handling failed in one category."""
+
+    retryable: bool
+    max_attempts: int | None = None
+    """Deliveries in all, the first included; None: one per retry level, plus the first."""
+
+
+DEFAULT_CATEGORIES: Mapping[str, CategoryPolicy] = MappingProxyType(
+    {
+        "context_window_exceeded": CategoryPolicy(retryable=False),
+        "rate_limited": CategoryPolicy(retryable=True),
+        "validation_failed": CategoryPolicy(retryable=True, max_attempts=2),
+        "circular_delegation": CategoryPolicy(retryable=False),
+        "tool_timeout": CategoryPolicy(retryable=True),
+        "poison": CategoryPolicy(retryable=False),
+        "unknown": CategoryPolicy(retryable=True, max_attempts=2),
+        "side_effect_unknown": CategoryPolicy(retryable=False),
+    }
+)
+"""The failure categories and their default policies; ``failures.categories`` overrides them."""
+
+
+@dataclass(frozen=True)
+class FailurePolicy:
+    """Retry levels, hop limit and per-category policies (``failures:`` in the file)."""
+
+    retry_delays_s: tuple[float, ...] = (1.0, 10.0, 60.0)
+    """Delay of each retry level: level N is topic ``<agent>.retry.N``."""
+    max_hops: int = 8
+    """Agents an event's causal chain may pass through before it counts as circular."""
+    dlq_depth_warning: int | None = None
+    categories: Mapping[str, CategoryPolicy] = field(default_factory=lambda: DEFAULT_CATEGORIES)
+
+    def retry_level(self, category: str, attempt: int) -> int | None:
+        """The retry level (1-based) for a failure at ``attempt`` (0-based), or None: dead-letter it."""
+        policy = self.categories.get(category, self.categories["unknown"])
+        limit = policy.max_attempts if policy.max_attempts is not None else len(self.retry_delays_s) + 1
+        if not policy.retryable or attempt + 1 >= limit or attempt >= len(self.retry_delays_s):
+            return None
+        return attempt + 1
 
 
 @dataclass(frozen=True)
@@ -108,6 +158,7 @@ class Topology:
     events: Mapping[str, EventTypeSpec]
     topics: Mapping[str, TopicSpec]
     agents: Mapping[str, AgentSpec]
+    failures: FailurePolicy = field(default_factory=FailurePolicy)
 
     def topic_name(self, logical: str) -> str:
         """The physical Kafka topic."""
@@ -117,21 +168,41 @@ class Topology:
         """Consumer group of an agent, also its faust app id."""
         return f"{self.namespace}{self.app}.{agent}"
 
-    def dead_letter_topic(self, logical: str) -> str:
-        return f"{logical}{DLQ_SUFFIX}"
+    def dead_letter_topic(self, agent: str) -> str:
+        """Where an agent's failed events end, with the reason (logical name)."""
+        return f"{agent}{DLQ_SUFFIX}"
+
+    def retry_topic(self, agent: str, level: int) -> str:
+        """Retry level ``level`` (1-based) of an agent: events wait there ``retry_delays_s[level-1]``."""
+        return f"{agent}.retry.{level}"
+
+    def redrive_topic(self, agent: str) -> str:
+        """Dead letters sent back to one agent (and no other) by ``kappa-agents dlq redrive``."""
+        return f"{agent}.redrive"
+
+    def failure_topics(self, agent: str) -> list[str]:
+        """The agent's own retry levels, redrive and dead-letter topics (logical names)."""
+        levels = range(1, len(self.failures.retry_delays_s) + 1)
+        return [*(self.retry_topic(agent, n) for n in levels), self.redrive_topic(agent), self.dead_letter_topic(agent)]
+
+    def input_partitions(self, agent: str) -> int:
+        """Partitions of the agent's inputs: its tables and failure topics have as many."""
+        return max(self.topics[name].partitions for name in self.agents[agent].inputs)
 
     def all_topics(self) -> list[TopicSpec]:
-        """Every topic to create: declared ones plus a DLQ per consumed topic, sorted by name.
+        """Every topic to create: declared ones plus each agent's failure topics, sorted by name.
 
-        A DLQ keeps its source's partitions; declaring it under ``topics:`` overrides it.
+        Failure topics are co-partitioned with the agent's inputs, so a retried
+        event returns to the partition (and table shard) it came from; declaring
+        one under ``topics:`` overrides it.
         """
-        consumed = {name for agent in self.agents.values() for name in agent.inputs}
-        dead_letters = [
-            TopicSpec(self.dead_letter_topic(name), self.topics[name].partitions, self.topics[name].replication)
-            for name in consumed
-            if self.dead_letter_topic(name) not in self.topics
+        derived = [
+            TopicSpec(name, self.input_partitions(agent.name), max(self.topics[t].replication for t in agent.inputs))
+            for agent in self.agents.values()
+            for name in self.failure_topics(agent.name)
+            if name not in self.topics
         ]
-        return sorted([*self.topics.values(), *dead_letters], key=lambda topic: topic.name)
+        return sorted([*self.topics.values(), *derived], key=lambda topic: topic.name)
 
     def schema_path(self, event_type: str) -> Path | None:
         """The .avsc of an event type; None when it carries free JSON or is not declared."""
@@ -298,9 +369,64 @@ def _parse(root: _Node, path: Path, namespace: str, handler_dir: Path | None, re
     events = _section(fields.get("events"), report, lambda n, e: _parse_event(n, e, schemas_dir, report))
     topics = _section(fields.get("topics"), report, lambda n, e: _parse_topic(n, e, events, report))
     agents = _section(fields.get("agents"), report, lambda n, e: _parse_agent(n, e, topics, handler_dir, report))
+    failures = _parse_failures(fields.get("failures"), report)
     return Topology(
-        path, app, namespace, MappingProxyType(events), MappingProxyType(topics), MappingProxyType(agents)
+        path, app, namespace, MappingProxyType(events), MappingProxyType(topics), MappingProxyType(agents), failures
     )
+
+
+def _parse_failures(node: _Node | None, report: _Report) -> FailurePolicy:
+    if node is None:
+        return FailurePolicy()
+    fields = _mapping(node, report)
+    _check_keys(fields, _FAILURE_KEYS, report)
+    delays = tuple(_seconds(item, 0.0, report) for item in _list(fields.get("retry_delays_s"), report))
+    warning = fields.get("dlq_depth_warning")
+    return FailurePolicy(
+        retry_delays_s=delays if "retry_delays_s" in fields else FailurePolicy.retry_delays_s,
+        max_hops=_int(fields["max_hops"], 1, report) if "max_hops" in fields else FailurePolicy.max_hops,
+        dlq_depth_warning=_int(warning, 1, report) if warning is not None else None,
+        categories=MappingProxyType({**DEFAULT_CATEGORIES, **_categories(fields.get("categories"), report)}),
+    )
+
+
+def _categories(node: _Node | None, report: _Report) -> dict[str, CategoryPolicy]:
+    policies = {}
+    for name, entry in _mapping(node, report).items():
+        if name not in DEFAULT_CATEGORIES:
+            hint = _did_you_mean(name, DEFAULT_CATEGORIES)
+            report.add(entry, f"unknown failure category '{name}'{hint}", f"use one of: {', '.join(DEFAULT_CATEGORIES)}")
+            continue
+        fields = _mapping(entry, report)
+        _check_keys(fields, _CATEGORY_KEYS, report)
+        retryable = fields.get("retryable")
+        if retryable is not None and not isinstance(retryable.value, bool):
+            report.add(retryable, f"expected true or false, got {_shown(retryable.value)}", "write true or false")
+        attempts = fields.get("max_attempts")
+        policies[name] = CategoryPolicy(
+            retryable=bool(retryable.value) if retryable is not None else DEFAULT_CATEGORIES[name].retryable,
+            max_attempts=_int(attempts, 1, report) if attempts is not None else DEFAULT_CATEGORIES[name].max_attempts,
+        )
+    return policies
+
+
+def _list(node: _Node | None, report: _Report) -> list[_Node]:
+    if node is None:
+        return []
+    if not isinstance(node.value, list):
+        report.add(node, f"expected a list, got {_shown(node.value)}", "write a list, e.g. [1, 10, 60]")
+        return []
+    return list(node.value)
+
+
+def _seconds(node: _Node | None, default: float, report: _Report) -> float:
+    """A duration in seconds (> 0)."""
+    if node is None:
+        return default
+    if isinstance(node.value, int | float) and not isinstance(node.value, bool) and node.value > 0:
+        return float(node.value)
+    report.add(node, f"expected a number of seconds > 0, got {_shown(node.value)}", "write e.g. 10 or 0.5")
+    return default
 
 
 def _section(node: _Node | None, report: _Report, parse: Callable[[str, _Node], _T]) -> dict[str, _T]:
@@ -391,6 +517,8 @@ def _parse_agent(
         tables=_tables(fields.get("tables"), inputs, topics, report),
         concurrency=_int(fields.get("concurrency"), 1, report),
         line=entry.line,
+        timeout_s=_seconds(fields.get("timeout_s"), AgentSpec.timeout_s, report),
+        version=str(fields["version"].value) if "version" in fields else AgentSpec.version,
     )
 
 

@@ -9,6 +9,8 @@ what is finished.
 
 from __future__ import annotations
 
+import asyncio
+import time
 import weakref
 from collections.abc import Mapping
 from contextlib import AsyncExitStack
@@ -24,6 +26,7 @@ from mode.supervisors import CrashingSupervisor
 from streams.broker import BrokerProfile
 from streams.dispatch import KeyedDispatcher
 from streams.envelope import Origin
+from streams.failures import due_ms
 from streams.model import model_from_env
 from streams.producer import AsyncProducer
 from streams.records import Headers, Incoming
@@ -57,7 +60,7 @@ def build_agent_app(
         **profile.faust_settings(),
         store="rocksdb://",
         datadir=str(table_dir(topology, agent, settings)),
-        topic_partitions=_partitions(topology, spec),
+        topic_partitions=topology.input_partitions(agent),
         consumer_auto_offset_reset="earliest",
         key_serializer="json",  # tables: str keys and JSON values survive a changelog rebuild
         value_serializer="json",
@@ -66,22 +69,33 @@ def build_agent_app(
     )
     tables = {name: _table(app, name, topology, spec) for name in spec.tables}
     handler = import_handler(spec.handler, topology.path.parent)
-    topic = app.topic(*(topology.topic_name(t) for t in spec.inputs), key_serializer="raw", value_serializer="raw")
 
-    async def consume(stream: faust.Stream[Any]) -> None:
-        async with AsyncExitStack() as stack:
-            producer = AsyncProducer(profile.producer_config())
-            stack.callback(producer.close)
-            llm = model or model_from_env()
-            stack.push_async_callback(llm.aclose)
-            runner = AgentRunner(topology, spec, handler, llm, tables, producer)
-            await _feed(stream, runner, spec.concurrency, stack)
+    def stream_agent(name: str, logical_topics: list[str], *, delayed: bool) -> None:
+        topic = app.topic(*map(topology.topic_name, logical_topics), key_serializer="raw", value_serializer="raw")
 
-    app.agent(topic, name=agent, supervisor_strategy=CrashingSupervisor)(consume)  # type: ignore[arg-type]  # faust passes a Stream
+        async def consume(stream: faust.Stream[Any]) -> None:
+            async with AsyncExitStack() as stack:
+                producer = AsyncProducer(profile.producer_config())
+                stack.callback(producer.close)
+                llm = model or model_from_env()
+                stack.push_async_callback(llm.aclose)
+                runner = AgentRunner(topology, spec, handler, llm, tables, producer)
+                await _feed(stream, runner, spec.concurrency, stack, delayed=delayed)
+
+        app.agent(topic, name=name, supervisor_strategy=CrashingSupervisor)(consume)  # type: ignore[arg-type]  # faust passes a Stream
+
+    # Fresh events and redriven dead letters flow at once; each retry level is its
+    # own stream that waits for its records to fall due, so retries never hold up
+    # the main flow (and a level's uniform delay keeps its records in due order).
+    stream_agent(agent, [*spec.inputs, topology.redrive_topic(agent)], delayed=False)
+    for level in range(1, len(topology.failures.retry_delays_s) + 1):
+        stream_agent(f"{agent}-retry-{level}", [topology.retry_topic(agent, level)], delayed=True)
     return AgentApp(app, spec, tables)
 
 
-async def _feed(stream: faust.Stream[Any], runner: AgentRunner, concurrency: int, stack: AsyncExitStack) -> None:
+async def _feed(
+    stream: faust.Stream[Any], runner: AgentRunner, concurrency: int, stack: AsyncExitStack, *, delayed: bool
+) -> None:
     async def handle(event: EventT) -> None:
         _current_event.set(weakref.ref(event))  # faust tables find their partition through it
         await runner.process(_incoming(event))
@@ -94,7 +108,15 @@ async def _feed(stream: faust.Stream[Any], runner: AgentRunner, concurrency: int
     async for batch in stream.noack_take(FETCH_BATCH, within=FETCH_WITHIN_S):
         for event in batch:
             message = event.message
+            if delayed:
+                await _until_due(message.headers)
             await dispatcher.submit(message.tp, message.offset, message.key, event)
+
+
+async def _until_due(raw_headers: Any) -> None:
+    wait_s = due_ms(_headers(raw_headers)) / 1000 - time.time()
+    if wait_s > 0:
+        await asyncio.sleep(wait_s)
 
 
 def table_dir(topology: Topology, agent: str, settings: Settings) -> Path:
@@ -118,14 +140,10 @@ def _headers(raw: Any) -> Headers:
     return [(k, v) for k, v in items if v is not None]
 
 
-def _partitions(topology: Topology, spec: AgentSpec) -> int:
-    return max(topology.topics[name].partitions for name in spec.inputs)
-
-
 def _table(app: faust.App, name: str, topology: Topology, spec: AgentSpec) -> TableT[Any, Any]:
     return app.Table(
         name,
         default=None,
-        partitions=_partitions(topology, spec),
+        partitions=topology.input_partitions(spec.name),
         help=f"owned by agent {spec.name}",
     )

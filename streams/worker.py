@@ -37,7 +37,7 @@ def run_agent(topology: Topology, agent: str, settings: Settings, profile: Broke
 def require_topics(topology: Topology, agent: str, profile: BrokerProfile) -> None:
     """Refuse to start on topics that do not exist rather than let faust invent them."""
     spec = topology.agents[agent]
-    logical = [*spec.inputs, *spec.emits, *(topology.dead_letter_topic(t) for t in spec.inputs)]
+    logical = [*spec.inputs, *spec.emits, *topology.failure_topics(agent)]
     existing = list_topics(profile)
     missing = sorted(topology.topic_name(t) for t in logical if topology.topic_name(t) not in existing)
     if missing:

@@ -10,16 +10,26 @@ import pytest
 from streams.admin import apply_topics, topics_wanted
 from streams.broker import BrokerProfile
 from streams.topology import load_topology
-from tests.e2e.harness import E2E_TOPOLOGY, Cluster, print_logs
+from tests.e2e.harness import E2E_TOPOLOGY, FAILURES_TOPOLOGY, Cluster, print_logs
 
 
 @pytest.fixture
 def cluster(broker: BrokerProfile, kappa_env: dict[str, str], namespace: str, tmp_path: Path) -> Iterator[Cluster]:
-    topology = load_topology(E2E_TOPOLOGY, namespace=namespace)
+    yield from _cluster(E2E_TOPOLOGY, broker, kappa_env, namespace, tmp_path)
+
+
+@pytest.fixture
+def failing_cluster(broker: BrokerProfile, kappa_env: dict[str, str], namespace: str, tmp_path: Path) -> Iterator[Cluster]:
+    """Agents that fail on purpose (tests/e2e/failures.yaml), with fast retry levels."""
+    yield from _cluster(FAILURES_TOPOLOGY, broker, kappa_env, namespace, tmp_path)
+
+
+def _cluster(path: Path, broker: BrokerProfile, env: dict[str, str], namespace: str, tmp_path: Path) -> Iterator[Cluster]:
+    topology = load_topology(path, namespace=namespace)
     apply_topics(broker, topics_wanted(topology))
     logs = tmp_path / "logs"
     logs.mkdir()
-    cluster = Cluster(topology, broker, kappa_env, logs, [])
+    cluster = Cluster(topology, broker, env, logs, [])
     yield cluster
     for worker in cluster.workers:
         if worker.alive():

@@ -7,6 +7,7 @@ import hashlib
 import os
 
 from streams.envelope import Event
+from streams.errors import RateLimited, ValidationFailed
 from streams.types import Context, Emit
 
 
@@ -30,3 +31,23 @@ async def slow(event: Event, ctx: Context) -> Emit:
     cap = float(os.environ.get("E2E_SLOW_MAX_SLEEP", "inf"))
     await asyncio.sleep(min(event.payload.get("sleep", 0), cap))
     return Emit("slow.out", "done", {"seq": event.payload["seq"]})
+
+
+async def flaky(event: Event, ctx: Context) -> Emit:
+    """Fails as ``payload.mode`` says, so each failure category can be watched end to end."""
+    mode = event.payload["mode"]
+    if mode == "raise":
+        raise RuntimeError("the handler broke")
+    if mode == "sleep":
+        await asyncio.sleep(30)
+    if mode == "rate_limit_once" and event.attempt == 0:
+        raise RateLimited("slow down", retry_after=None)
+    if mode == "invalid_until_fixed" and os.environ.get("E2E_FIXED") != "1":
+        raise ValidationFailed("the model's answer did not parse")
+    return Emit("work.out", "done", {"seq": event.payload["seq"], "attempt": event.attempt})
+
+
+async def bounce(event: Event, ctx: Context) -> Emit:
+    """Passes every event on to the other side: ping -> pong -> ping ... a delegation loop."""
+    target = "pong" if ctx.agent == "ping" else "ping"
+    return Emit(target, "bounce", {"hop": event.payload["hop"] + 1})

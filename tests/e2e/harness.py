@@ -26,6 +26,7 @@ from streams.topology import Topology
 from streams.types import JsonObject
 
 E2E_TOPOLOGY = Path(__file__).with_name("topology.yaml")
+FAILURES_TOPOLOGY = Path(__file__).with_name("failures.yaml")
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -60,12 +61,12 @@ class Cluster:
     logs: Path
     workers: list[Worker]
 
-    def start(self, agent: str, *, topology_path: Path = E2E_TOPOLOGY, extra_env: dict[str, str] | None = None) -> Worker:
+    def start(self, agent: str, *, extra_env: dict[str, str] | None = None) -> Worker:
         log = self.logs / f"{agent}-{len(self.workers)}.log"
         env = {**os.environ, **self.env, **(extra_env or {})}
         with log.open("wb") as out:
             process = subprocess.Popen(
-                [sys.executable, "-m", "streams.cli", "--topology", str(topology_path), "worker", "--agent", agent, "-l", "info"],
+                [sys.executable, "-m", "streams.cli", "--topology", str(self.topology.path), "worker", "--agent", agent, "-l", "info"],
                 stdout=out, stderr=subprocess.STDOUT, env=env, cwd=REPO,
             )
         worker = Worker(process, log)
@@ -99,7 +100,7 @@ class Cluster:
 
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
         env = {**os.environ, **self.env}
-        return subprocess.run([sys.executable, "-m", "streams.cli", "--topology", str(E2E_TOPOLOGY), *args], env=env, cwd=REPO, capture_output=True, text=True, timeout=60)
+        return subprocess.run([sys.executable, "-m", "streams.cli", "--topology", str(self.topology.path), *args], env=env, cwd=REPO, capture_output=True, text=True, timeout=60)
 
 
 def payloads_of(lines: list[JsonObject]) -> list[JsonObject]:

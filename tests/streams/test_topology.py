@@ -411,7 +411,7 @@ def test_namespace_prefixes_physical_topics_and_consumer_groups(tmp_path: Path) 
     assert "namespace 'test-1.'" in topology.summary()
 
 
-def test_all_topics_adds_each_agents_retry_redrive_and_dead_letter_topics(tmp_path: Path) -> None:
+def test_all_topics_adds_each_agents_retry_redrive_dead_letter_and_replays_topics(tmp_path: Path) -> None:
     path = write(tmp_path, """\
         app: demo
         events: {e: {}}
@@ -425,18 +425,20 @@ def test_all_topics_adds_each_agents_retry_redrive_and_dead_letter_topics(tmp_pa
     topology = load_topology(path, import_handlers=False)
 
     assert topology.dead_letter_topic("fraud") == "fraud.dlq"
-    assert [(t.name, t.partitions, t.replication, t.events) for t in topology.all_topics()] == [
-        ("a", 1, 1, ("e",)),
-        ("audit.dlq", 1, 1, ()),
-        ("audit.redrive", 1, 1, ()),
-        ("audit.retry.1", 1, 1, ()),
-        ("audit.retry.2", 1, 1, ()),
-        ("b", 1, 1, ()),
-        ("c", 2, 3, ()),
-        ("fraud.dlq", 2, 3, ()),
-        ("fraud.redrive", 2, 3, ()),
-        ("fraud.retry.1", 2, 3, ()),
-        ("fraud.retry.2", 2, 3, ()),
+    assert [(t.name, t.partitions, t.replication, t.cleanup_policy) for t in topology.all_topics()] == [
+        ("a", 1, 1, "delete"),
+        ("audit.dlq", 1, 1, "delete"),
+        ("audit.redrive", 1, 1, "delete"),
+        ("audit.replays", 1, 1, "compact"),
+        ("audit.retry.1", 1, 1, "delete"),
+        ("audit.retry.2", 1, 1, "delete"),
+        ("b", 1, 1, "delete"),
+        ("c", 2, 3, "delete"),
+        ("fraud.dlq", 2, 3, "delete"),
+        ("fraud.redrive", 2, 3, "delete"),
+        ("fraud.replays", 2, 3, "compact"),
+        ("fraud.retry.1", 2, 3, "delete"),
+        ("fraud.retry.2", 2, 3, "delete"),
     ]
 
 

@@ -31,6 +31,7 @@ from streams.effects import TABLE as EFFECTS_TABLE
 from streams.effects import SideEffects, horizon_of
 from streams.envelope import Origin
 from streams.failures import due_ms
+from streams.intake import Intake
 from streams.model import model_from_env
 from streams.producer import AsyncProducer
 from streams.records import Headers, Incoming
@@ -112,8 +113,11 @@ async def _feed(
 
     dispatcher = KeyedDispatcher(handle, release, concurrency=concurrency, capacity=max(FETCH_BATCH, concurrency * 4))
     stack.push_async_callback(dispatcher.close)
+    intake = Intake(stream.app)
+    watch = asyncio.create_task(intake.watch())
+    stack.callback(watch.cancel)
     async for batch in stream.noack_take(FETCH_BATCH, within=FETCH_WITHIN_S):
-        for event in batch:
+        for event in await intake.admit(batch):
             message = event.message
             if delayed:
                 await _until_due(message.headers)
@@ -121,16 +125,21 @@ async def _feed(
 
 
 async def _record_durably(table: TableT[Any, Any], key: str, value: Any) -> None:
-    """Set a table key once its changelog record is acknowledged.
+    """Set a table key once its changelog record is acknowledged by the broker.
 
-    ``table[key] = value`` sends the changelog record without handing back its
-    future, so this does the same two steps (faust's changelog send and store
-    write, on the current event's partition) in the order a crash needs: the
-    log first, so a local entry always has its changelog record.
+    The record is sent without faust's changelog callback: that callback moves the
+    store's persisted offset past the record on acknowledgement, so a crash before
+    the local write would make recovery skip the record and the key would read as
+    unfinished. Without it, the next start replays the record (the table's
+    partition is the current event's, as for ``table[key] = value``).
     """
     event = current_event()
     assert event is not None, "side effects run while handling an event"
-    await table.send_changelog(event.message.partition, key, value)
+    sent = await table.changelog_topic.send(
+        key=key, value=value, partition=event.message.partition,
+        key_serializer=table.key_serializer, value_serializer=table.value_serializer,
+    )  # fmt: skip
+    await sent
     table.data[key] = value
 
 

@@ -13,7 +13,6 @@ tansu-storage/src/dynostore.rs:641) and drops the connection.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
@@ -27,7 +26,7 @@ from streams.broker import BrokerProfile
 from streams.edge import describe
 from streams.errors import KappaError
 from streams.failures import DLQ, fields, redrive_record
-from streams.producer import AsyncProducer
+from streams.producer import publish
 from streams.records import Incoming, Record, from_confluent
 from streams.topology import Topology
 from streams.types import JsonObject
@@ -347,14 +346,7 @@ def _refuse_missing_ids(selection: Selection, chosen: Sequence[DeadLetter]) -> N
 
 
 def _publish(profile: BrokerProfile, records: Sequence[Record]) -> None:
-    async def publish() -> None:
-        producer = AsyncProducer(profile.producer_config())
-        try:
-            await producer.send(records)
-        finally:
-            producer.close()
-
-    asyncio.run(publish())
+    publish(profile.producer_config(), records)
 
 
 def _dlq_topic(topology: Topology, agent: str) -> str:

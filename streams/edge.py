@@ -8,7 +8,6 @@ topic, dead letters included, into one JSON line per record.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import time
 import uuid
@@ -22,7 +21,7 @@ from streams.catalog import EventCatalog
 from streams.failures import DLQ, RETRY, fields
 from streams.envelope import Event, decode, encode, encode_json, json_object, new_event
 from streams.errors import BrokerError, EnvelopeError
-from streams.producer import AsyncProducer
+from streams.producer import publish
 from streams.records import Incoming, Record, from_confluent
 from streams.topology import Topology
 from streams.tracing import new_trace_headers
@@ -66,14 +65,7 @@ def send(profile: BrokerProfile, topology: Topology, topic: str, items: Sequence
         for item in items
     ]
 
-    async def publish() -> None:
-        producer = AsyncProducer(profile.producer_config())
-        try:
-            await producer.send(records)
-        finally:
-            producer.close()
-
-    asyncio.run(publish())
+    publish(profile.producer_config(), records)
 
 
 def tail(profile: BrokerProfile, physical_topic: str, *, idle_s: float = 2.0, limit: int | None = None) -> Iterator[JsonObject]:

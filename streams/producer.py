@@ -80,3 +80,16 @@ def _settle(future: asyncio.Future[None], err: KafkaError | None, topic: str) ->
         future.set_result(None)
     else:
         future.set_exception(BrokerError(f"delivery to topic '{topic}' failed: {err.str()}"))
+
+
+def publish(config: dict[str, Any], records: Sequence[Record]) -> None:
+    """Publish records from synchronous code (the CLI, tools); returns once all are acknowledged."""
+
+    async def send() -> None:
+        producer = AsyncProducer(config)
+        try:
+            await producer.send(records)
+        finally:
+            producer.close()
+
+    asyncio.run(send())

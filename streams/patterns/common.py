@@ -60,6 +60,9 @@ class Pattern:
     topics: tuple[TopicSpec, ...]
     agents: tuple[AgentSpec, ...]
 
+    def topic(self, purpose: str) -> str:
+        return topic_name(self.name, purpose)
+
     def handler(self, agent: str, base_dir: Path) -> Handler:
         """The handler one of this pattern's agents runs: a user's, wrapped, or the runtime's."""
         raise NotImplementedError(f"{type(self).__name__} must say how its agents are handled")

@@ -33,7 +33,7 @@ from streams.context import AgentContext
 from streams.envelope import Event
 from streams.errors import EmitError
 from streams.patterns.clock import TICK
-from streams.patterns.common import Entry, Member, Pattern, agent_name, runtime_topic, topic_name
+from streams.patterns.common import Entry, Member, Pattern, agent_name, runtime_topic
 from streams.topology import AgentSpec, _seconds, import_handler
 from streams.types import Context, Emit, Handler, JsonObject
 
@@ -77,9 +77,6 @@ class OrchestratorWorker(Pattern):
     @property
     def roles(self) -> dict[str, str]:
         return {"orchestrator": agent_name(self.name, self.orchestrator.name), "worker": agent_name(self.name, self.worker.name)}
-
-    def topic(self, purpose: str) -> str:
-        return topic_name(self.name, purpose)
 
 
 def parse(entry: Entry) -> OrchestratorWorker | None:

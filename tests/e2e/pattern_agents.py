@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 from streams.envelope import Event
+from streams.patterns.hierarchical import Child
 from streams.types import Context, JsonObject
 
 
@@ -21,3 +22,17 @@ async def work(event: Event, ctx: Context) -> JsonObject:
 
 async def join(event: Event, ctx: Context) -> JsonObject:
     return {"parts": sorted(item["result"]["part"] for item in event.payload["results"])}
+
+
+async def fan_out(event: Event, ctx: Context) -> list[Child]:
+    """Spawns ``fan_out`` children of the type the request names at this level."""
+    levels, fan_out, path = event.payload["levels"], event.payload["fan_out"], event.payload.get("path", "r")
+    return [Child(levels[0], {"levels": levels[1:], "fan_out": fan_out, "path": f"{path}.{i}"}) for i in range(fan_out)]
+
+
+async def leaf(event: Event, ctx: Context) -> JsonObject:
+    return {"leaves": [event.payload["path"]]}
+
+
+async def gather_leaves(event: Event, ctx: Context) -> JsonObject:
+    return {"leaves": sorted(leaf for item in event.payload["results"] for leaf in item["result"]["leaves"])}

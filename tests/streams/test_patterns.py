@@ -6,6 +6,8 @@ import asyncio
 import sys
 import textwrap
 import uuid
+from collections import defaultdict
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -105,10 +107,11 @@ def test_pattern_naming_an_undefined_agent_is_reported_with_line_and_fix(tmp_pat
 
 def test_unknown_pattern_kind_is_reported(tmp_path: Path) -> None:
     text = ORCHESTRATOR_WORKER.replace("kind: orchestrator-worker", "kind: orchestrator")
-    assert problems(tmp_path, text) == [
+    (found,) = problems(tmp_path, text)
+    assert found.startswith(
         "topology.yaml:4: patterns.research.kind: unknown pattern kind 'orchestrator' (did you mean 'orchestrator-worker'?). "
-        "Fix: use one of: orchestrator-worker."
-    ]
+        "Fix: use one of: orchestrator-worker, hierarchical"
+    )
 
 
 def test_a_pattern_agent_clashing_with_a_declared_agent_is_reported(tmp_path: Path) -> None:
@@ -116,48 +119,125 @@ def test_a_pattern_agent_clashing_with_a_declared_agent_is_reported(tmp_path: Pa
     assert any("adds agent 'research-gather', which is already defined" in problem for problem in problems(tmp_path, text))
 
 
-def run(handler: Any, event: Event, ctx: AgentContext) -> list[Emit]:
-    return asyncio.run(run_handler(handler, event, ctx))
+@dataclass
+class Agents:
+    """Calls a topology's pattern agents as the runtime does, with plain dicts as their tables."""
+
+    topology: Topology
+    tables: dict[str, dict[str, Any]] = field(default_factory=lambda: defaultdict(dict))
+
+    def run(self, agent: str, event: Event, key: str | None = None) -> list[Emit]:
+        spec = self.topology.agents[agent]
+        ctx = AgentContext(spec, key, OfflineModel(), self.tables, EventCatalog(self.topology))
+        return asyncio.run(run_handler(bind_handler(self.topology, spec), event, ctx))
 
 
-def context(topology: Topology, agent: str, key: str | None, tables: dict[str, dict[str, Any]]) -> AgentContext:
-    return AgentContext(topology.agents[agent], key, OfflineModel(), tables, EventCatalog(topology))
+def delivered(emit: Emit) -> Event:
+    """What the next agent receives for an emitted event."""
+    return new_event(emit.type, emit.payload, source="test", timestamp=0, task_id="t1")
 
 
 def test_orchestrator_worker_handlers_split_work_gather_and_complete(tmp_path: Path, module: str) -> None:
-    topology = load(tmp_path, ORCHESTRATOR_WORKER, module)
-    split, work, gather = (bind_handler(topology, topology.agents[f"research-{r}"]) for r in ("planner", "researcher", "gather"))
+    agents = Agents(load(tmp_path, ORCHESTRATOR_WORKER, module))
     request = new_event("research.requested", {"parts": 2}, source="test", timestamp=0, task_id="t1")
-    tables: dict[str, dict[str, Any]] = {"tasks": {}}
 
-    plan, *subtasks = run(split, request, context(topology, "research-planner", None, {}))
+    plan, *subtasks = agents.run("research-planner", request)
     assert (plan.topic, plan.type, plan.key, plan.payload["subtasks"]) == ("research.results", "task.planned", "t1", ["t1/0", "t1/1"])
     assert [(s.topic, s.key, s.payload["input"]) for s in subtasks] == [("research.tasks", "t1/0", {"part": 0}), ("research.tasks", "t1/1", {"part": 1})]
-    results = [run(work, request.caused(s.type, s.payload, source="p", index=0, timestamp=0), context(topology, "research-researcher", s.key, {}))[0] for s in subtasks]
+    results = [agents.run("research-researcher", delivered(s), s.key)[0] for s in subtasks]
     assert [(r.key, r.payload) for r in results] == [("t1", {"subtask_id": "t1/0", "result": {"part": 0}}), ("t1", {"subtask_id": "t1/1", "result": {"part": 1}})]
 
-    outputs = [run(gather, request.caused(e.type, e.payload, source="p", index=0, timestamp=0), context(topology, "research-gather", "t1", tables)) for e in (results[0], plan, results[1], results[1])]
+    outputs = [agents.run("research-gather", delivered(e), "t1") for e in (results[0], plan, results[1], results[1])]
 
     assert outputs[:2] == [[], []] and outputs[3] == []  # waits for all; a duplicate after completion is ignored
     (completed,) = outputs[2]
     assert (completed.topic, completed.type, completed.key) == ("research.completed", "task.completed", "t1")
     assert completed.payload["complete"] and completed.payload["missing"] == [] and completed.payload["result"] == {"done": 2}
-    assert tables["tasks"]["t1"] == {"done": True}
+    assert agents.tables["tasks"]["t1"] == {"done": True}
 
 
 def test_orchestrator_worker_deadline_completes_with_partial_results_and_missing_ids(tmp_path: Path, module: str) -> None:
-    topology = load(tmp_path, ORCHESTRATOR_WORKER, module)
-    gather = bind_handler(topology, topology.agents["research-gather"])
-    tables: dict[str, dict[str, Any]] = {"tasks": {}}
-    ctx = context(topology, "research-gather", "t1", tables)
+    agents = Agents(load(tmp_path, ORCHESTRATOR_WORKER, module))
     past = {"subtasks": ["t1/0", "t1/1"], "request": {"parts": 2}, "deadline_ms": 1}
-    event = new_event("task.planned", past, source="test", timestamp=0, task_id="t1")
-    run(gather, event, ctx)
-    run(gather, event.caused("subtask.completed", {"subtask_id": "t1/1", "result": {"part": 1}}, source="w", index=0, timestamp=0), ctx)
+    agents.run("research-gather", new_event("task.planned", past, source="test", timestamp=0), "t1")
+    agents.run("research-gather", new_event("subtask.completed", {"subtask_id": "t1/1", "result": {"part": 1}}, source="w", timestamp=0), "t1")
 
-    (deadline,) = run(gather, new_event(TICK, {}, source="clock", timestamp=0), context(topology, "research-gather", None, tables))
-    (completed,) = run(gather, event.caused(deadline.type, deadline.payload, source="g", index=0, timestamp=0), ctx)
+    (deadline,) = agents.run("research-gather", new_event(TICK, {}, source="clock", timestamp=0))
+    (completed,) = agents.run("research-gather", delivered(deadline), deadline.key)
 
     assert (deadline.type, deadline.key) == ("task.deadline", "t1")
     assert (completed.payload["complete"], completed.payload["missing"]) == (False, ["t1/0"])
     assert completed.payload["results"] == [{"subtask_id": "t1/1", "result": {"part": 1}}]
+
+HIERARCHICAL = """\
+app: demo
+patterns:
+  incident:
+    kind: hierarchical
+    root: commander
+    max_depth: 1
+    max_children: 2
+    agents:
+      commander: {handler: {module}:plan, children: [host], on_complete: {module}:report}
+      host:      {handler: {module}:work}
+"""
+
+
+def test_hierarchical_expands_into_a_topic_per_agent_type_and_a_supervisor_with_node_table(tmp_path: Path) -> None:
+    topology = load(tmp_path, HIERARCHICAL)
+
+    assert set(topology.topics) == {"incident.requests", "incident.host.tasks", "incident.events", "incident.completed"}
+    commander, host, supervisor = (topology.agents[f"incident-{r}"] for r in ("commander", "host", "supervisor"))
+    assert (commander.inputs, commander.emits) == (("incident.requests",), ("incident.events",))
+    assert (host.inputs, host.emits) == (("incident.host.tasks",), ("incident.events",))
+    assert (supervisor.inputs, supervisor.tables, supervisor.tick_s) == (("incident.events",), ("nodes",), None)
+    assert supervisor.emits == ("incident.events", "incident.completed", "incident.host.tasks")
+
+
+def test_cycle_in_a_hierarchy_is_reported(tmp_path: Path) -> None:
+    text = HIERARCHICAL.replace("{handler: {module}:work}", "{handler: {module}:work, children: [commander]}")
+    assert problems(tmp_path, text) == [
+        "topology.yaml:9: patterns.incident.agents.commander: agent types form a cycle: commander -> host -> commander. "
+        "Fix: remove one of these children: a hierarchy is a tree."
+    ]
+
+
+def test_hierarchy_child_naming_an_undefined_agent_is_reported(tmp_path: Path) -> None:
+    found = problems(tmp_path, HIERARCHICAL.replace("children: [host]", "children: [hots]"))
+    assert found == [
+        "topology.yaml:9: patterns.incident.agents.commander.children[0]: agent 'hots' is not defined (did you mean 'host'?). "
+        "Fix: declare it under patterns.incident.agents: or correct the name."
+    ]
+
+
+def test_spawning_past_max_depth_or_max_children_is_refused_with_an_event(tmp_path: Path, module: str) -> None:
+    agents = Agents(load(tmp_path, HIERARCHICAL, module))
+    where = {"node": "r", "parent": None, "root": "r", "depth": 0, "type": "commander", "input": {}}
+    children = [{"type": "host", "input": {"n": i}} for i in range(3)]
+    out = agents.run("incident-supervisor", new_event("node.spawned", {**where, "children": children}, source="t", timestamp=0), "r")
+
+    assert [(e.type, e.topic, e.key) for e in out] == [
+        ("node.task", "incident.host.tasks", "r/0"), ("node.task", "incident.host.tasks", "r/1"), ("spawn.refused", "incident.events", "r")
+    ]
+    assert out[2].payload["reason"] == "max_children 2 reached"
+    assert set(agents.tables["nodes"]) == {"r", "r/0", "r/1"}
+
+    deeper = {**where, "node": "r/0", "parent": "r", "depth": 1, "type": "host", "children": [{"type": "host", "input": {}}]}
+    out = agents.run("incident-supervisor", new_event("node.spawned", deeper, source="t", timestamp=0), "r")
+    assert [e.payload["reason"] for e in out if e.type == "spawn.refused"] == ["max_depth 1 reached: a node at depth 1 may not spawn"]
+    assert set(agents.tables["nodes"]) == {"r", "r/1"}  # r/0 finished (with nothing): its entry is gone
+
+
+def test_a_finished_tree_rolls_up_to_the_root_and_leaves_no_node_entries(tmp_path: Path, module: str) -> None:
+    agents = Agents(load(tmp_path, HIERARCHICAL, module))
+    root = {"node": "r", "parent": None, "root": "r", "depth": 0, "type": "commander", "input": {}}
+    tasks = agents.run("incident-supervisor", new_event("node.spawned", {**root, "children": [{"type": "host", "input": {}}] * 2}, source="t", timestamp=0), "r")
+    outputs = [
+        agents.run("incident-supervisor", new_event("node.finished", {**t.payload, "type": "host", "result": {"ok": t.key}}, source="t", timestamp=0), "r")
+        for t in tasks
+    ]
+
+    assert outputs[0] == []
+    (completed,) = outputs[1]
+    assert (completed.topic, completed.payload) == ("incident.completed", {"root": "r", "result": {"done": 2}})
+    assert agents.tables["nodes"] == {}

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from streams.patterns import hierarchical, orchestrator
+from streams.patterns import hierarchical, market, orchestrator
 from streams.patterns.common import Entry, Expansion, Pattern, parse_members
 from streams.topology import (
     _LOWER_NAME_FIX,
@@ -34,6 +34,7 @@ from streams.types import Handler
 _KINDS: Mapping[str, tuple[tuple[str, ...], tuple[str, ...], Callable[[Entry], Pattern | None]]] = {
     orchestrator.KIND: (orchestrator.KEYS, orchestrator.MEMBER_KEYS, orchestrator.parse),
     hierarchical.KIND: (hierarchical.KEYS, hierarchical.MEMBER_KEYS, hierarchical.parse),
+    market.KIND: (market.KEYS, market.MEMBER_KEYS, market.parse),
 }
 """kind → (its keys, its agents' extra keys, its parser)."""
 _PATTERN = _Rule("pattern name", _LOWER_NAME, _LOWER_NAME_FIX)

@@ -47,6 +47,8 @@ class Member:
     """Hierarchical only: the agent types it may spawn."""
     reacts_to: tuple[str, ...] = ()
     """Blackboard only: the entry kinds it is shown."""
+    bid: str | None = None
+    """Market only: prices an ask; ``handler`` then executes the asks it wins."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -134,7 +136,7 @@ def parse_members(
         fields = _mapping(entry, report)
         _check_keys(fields, (*_MEMBER_KEYS, *extra_keys), report)
         handler_node = _required(entry, fields, "handler", f"agents.{pattern}:{name}", report)
-        on_complete = fields.get("on_complete")
+        on_complete, bid = fields.get("on_complete"), fields.get("bid")
         members[name] = Member(
             name=name,
             handler=_handler(handler_node, handler_dir, report),
@@ -143,6 +145,7 @@ def parse_members(
             on_complete=_handler(on_complete, handler_dir, report) if on_complete is not None else None,
             children=tuple(ref.value for ref in _refs(fields.get("children"), report)),
             reacts_to=tuple(ref.value for ref in _refs(fields.get("reacts_to"), report)),
+            bid=_handler(bid, handler_dir, report) if bid is not None else None,
         )
     if node is not None and not members:
         report.add(node, f"pattern '{pattern}' declares no agents", "declare its agent types under agents:")

@@ -36,3 +36,25 @@ async def leaf(event: Event, ctx: Context) -> JsonObject:
 
 async def gather_leaves(event: Event, ctx: Context) -> JsonObject:
     return {"leaves": sorted(leaf for item in event.payload["results"] for leaf in item["result"]["leaves"])}
+
+
+PRICING = {"fast": (3, 1), "cheap": (1, 3), "careful": (4, 2), "flaky": (2, 4)}
+"""Each solver's (base price, step): which one is cheapest changes from ask to ask."""
+
+
+def solver_of(ctx: Context) -> str:
+    return ctx.agent.split("-", 1)[1]
+
+
+async def bid(event: Event, ctx: Context) -> JsonObject:
+    solver, n = solver_of(ctx), event.payload["n"]
+    base, step = PRICING[solver]
+    price = 0.1 if event.payload.get("bait") == solver else base + (n * step) % 5
+    return {"price": price, "confidence": 0.5 + (n + base) % 5 / 10, "tokens": 100 * base}
+
+
+async def solve(event: Event, ctx: Context) -> JsonObject:
+    solver = solver_of(ctx)
+    if event.payload.get("fail") == solver:
+        raise RuntimeError(f"{solver} cannot solve ask {event.payload['n']}")
+    return {"answer": f"{solver} solved {event.payload['n']}"}

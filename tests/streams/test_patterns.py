@@ -241,3 +241,45 @@ def test_a_finished_tree_rolls_up_to_the_root_and_leaves_no_node_entries(tmp_pat
     (completed,) = outputs[1]
     assert (completed.topic, completed.payload) == ("incident.completed", {"root": "r", "result": {"done": 2}})
     assert agents.tables["nodes"] == {}
+
+
+MARKET = """\
+app: demo
+patterns:
+  jobs:
+    kind: market
+    solvers: [fast, cheap]
+    award: weighted
+    weights: {confidence: 10, price: 1}
+    agents:
+      fast:  {bid: {module}:plan, handler: {module}:work}
+      cheap: {bid: {module}:plan, handler: {module}:work}
+"""
+
+
+def test_market_expands_into_asks_bids_awards_results_solvers_and_a_maker(tmp_path: Path) -> None:
+    topology = load(tmp_path, MARKET)
+
+    assert set(topology.topics) == {"jobs.asks", "jobs.bids", "jobs.awards", "jobs.results"}
+    fast, maker = topology.agents["jobs-fast"], topology.agents["jobs-maker"]
+    assert (fast.inputs, fast.emits) == (("jobs.asks", "jobs.awards"), ("jobs.bids",))
+    assert (maker.inputs, maker.emits, maker.tables) == (("jobs.bids", "jobs.asks"), ("jobs.bids", "jobs.awards", "jobs.results"), ("asks",))
+    assert topology.group_id("jobs-fast") != topology.group_id("jobs-cheap")  # every solver sees every ask
+
+
+def test_market_with_no_solvers_is_reported(tmp_path: Path) -> None:
+    assert problems(tmp_path, MARKET.replace("solvers: [fast, cheap]", "solvers: []")) == [
+        "topology.yaml:5: patterns.jobs.solvers: market 'jobs' has no solvers. Fix: list the agents that bid, e.g. `solvers: [fast, cheap]`."
+    ]
+
+
+def test_weighted_rule_ranks_by_score_and_an_ask_without_bids_is_unfilled(tmp_path: Path, module: str) -> None:
+    agents = Agents(load(tmp_path, MARKET, module))
+    market = agents.topology.patterns["jobs"]
+    bids = [{"solver": "cheap", "price": 1.0, "confidence": 0.5, "tokens": 0}, {"solver": "fast", "price": 3.0, "confidence": 0.8, "tokens": 0}]
+    assert [b["solver"] for b in market.rank(bids)] == ["fast", "cheap"]  # 10*0.8-3 = 5 beats 10*0.5-1 = 4
+
+    agents.run("jobs-maker", new_event("ask.opened", {"ask_id": "a1", "ask": {}, "close_ms": 0}, source="t", timestamp=0), "a1")
+    (deadline,) = agents.run("jobs-maker", new_event(TICK, {}, source="clock", timestamp=0))
+    (unfilled,) = agents.run("jobs-maker", delivered(deadline), "a1")
+    assert (unfilled.topic, unfilled.type, unfilled.payload["reason"]) == ("jobs.results", "ask.unfilled", "no bids")

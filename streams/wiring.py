@@ -75,7 +75,7 @@ def build_agent_app(
     )
     tables = {name: _table(app, name, topology, spec) for name in spec.tables}
     effects_table = _table(app, EFFECTS_TABLE, topology, spec)
-    handler = bind_handler(topology, spec)
+    handler = bind_handler(topology, spec, profile)
     horizon = horizon_of(read_to_end(profile, topology.topic_name(topology.replays_topic(agent))))
 
     def stream_agent(name: str, logical_topics: list[str], *, delayed: bool) -> None:

@@ -10,10 +10,15 @@ workers then run them like any other agent.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from functools import partial
 from pathlib import Path
 
-from streams.patterns import hierarchical, market, orchestrator
-from streams.patterns.common import Entry, Expansion, Pattern, parse_members
+from streams.patterns import blackboard, hierarchical, market, orchestrator
+from streams.broker import BrokerProfile
+from streams.edge import read_to_end
+from streams.envelope import Event, decode
+from streams.errors import EnvelopeError
+from streams.patterns.common import Entry, Expansion, Pattern, no_history, parse_members
 from streams.topology import (
     _LOWER_NAME_FIX,
     AgentSpec,
@@ -35,6 +40,7 @@ _KINDS: Mapping[str, tuple[tuple[str, ...], tuple[str, ...], Callable[[Entry], P
     orchestrator.KIND: (orchestrator.KEYS, orchestrator.MEMBER_KEYS, orchestrator.parse),
     hierarchical.KIND: (hierarchical.KEYS, hierarchical.MEMBER_KEYS, hierarchical.parse),
     market.KIND: (market.KEYS, market.MEMBER_KEYS, market.parse),
+    blackboard.KIND: (blackboard.KEYS, blackboard.MEMBER_KEYS, blackboard.parse),
 }
 """kind → (its keys, its agents' extra keys, its parser)."""
 _PATTERN = _Rule("pattern name", _LOWER_NAME, _LOWER_NAME_FIX)
@@ -56,12 +62,27 @@ def expand(
     return expansion
 
 
-def bind_handler(topology: Topology, spec: AgentSpec) -> Handler:
-    """The handler an agent runs: its own, or the one its pattern gives it."""
+def bind_handler(topology: Topology, spec: AgentSpec, profile: BrokerProfile | None = None) -> Handler:
+    """The handler an agent runs: its own, or the one its pattern gives it.
+
+    ``profile``: the broker its pattern may read history from when it starts; None: no history.
+    """
     base_dir = topology.path.parent
     if spec.pattern is None:
         return import_handler(spec.handler, base_dir)
-    return topology.patterns[spec.pattern].handler(spec.name, base_dir)
+    history = no_history if profile is None else partial(_history, profile, topology)
+    return topology.patterns[spec.pattern].handler(spec.name, base_dir, history)
+
+
+def _history(profile: BrokerProfile, topology: Topology, topic: str) -> list[Event]:
+    """The events on a topic so far; what does not decode is the dead-letter path's business, not history."""
+    events = []
+    for record in read_to_end(profile, topology.topic_name(topic)):
+        try:
+            events.append(decode(record.value, record.origin))
+        except EnvelopeError:
+            continue
+    return events
 
 
 def _parse_entry(

@@ -9,7 +9,7 @@ for agents, so ``topology show`` and consumer groups read alike.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,9 +27,17 @@ from streams.topology import (
     _required,
     _refs,
 )
+from streams.envelope import Event
 from streams.types import Handler
 
 _MEMBER_KEYS = ("handler", "concurrency")
+
+History = Callable[[str], list[Event]]
+"""Every event on a logical topic so far: what an agent joining late needs to know before it acts."""
+
+
+def no_history(topic: str) -> list[Event]:
+    return []
 
 
 @dataclass(frozen=True)
@@ -65,7 +73,7 @@ class Pattern:
     def topic(self, purpose: str) -> str:
         return topic_name(self.name, purpose)
 
-    def handler(self, agent: str, base_dir: Path) -> Handler:
+    def handler(self, agent: str, base_dir: Path, history: History) -> Handler:
         """The handler one of this pattern's agents runs: a user's, wrapped, or the runtime's."""
         raise NotImplementedError(f"{type(self).__name__} must say how its agents are handled")
 

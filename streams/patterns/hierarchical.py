@@ -35,7 +35,7 @@ from streams.context import AgentContext
 from streams.envelope import Event
 from streams.errors import EmitError
 from streams.patterns.clock import TICK
-from streams.patterns.common import Entry, Member, Pattern, agent_name, runtime_topic, topic_name
+from streams.patterns.common import Entry, History, Member, Pattern, agent_name, runtime_topic, topic_name
 from streams.topology import AgentSpec, _mapping, _refs, _seconds, import_handler
 from streams.types import Context, Emit, Handler, JsonObject
 
@@ -69,7 +69,7 @@ class Hierarchy(Pattern):
     max_children: int
     deadline_s: float | None
 
-    def handler(self, agent: str, base_dir: Path) -> Handler:
+    def handler(self, agent: str, base_dir: Path, history: History) -> Handler:
         if agent == agent_name(self.name, SUPERVISOR):
             rollups = {m.name: import_handler(m.on_complete, base_dir) for m in self.members.values() if m.on_complete}
             return _supervise(self, rollups)

@@ -37,7 +37,7 @@ from typing import Any
 from streams.context import AgentContext
 from streams.envelope import Event
 from streams.patterns.clock import TICK
-from streams.patterns.common import Entry, Member, Pattern, agent_name, runtime_topic
+from streams.patterns.common import Entry, History, Member, Pattern, agent_name, runtime_topic
 from streams.topology import AgentSpec, _choice, _mapping, _seconds, import_handler
 from streams.types import Context, Emit, Handler, JsonObject
 
@@ -69,7 +69,7 @@ class Market(Pattern):
     max_bids: int
     execution_timeout_s: float
 
-    def handler(self, agent: str, base_dir: Path) -> Handler:
+    def handler(self, agent: str, base_dir: Path, history: History) -> Handler:
         if agent == agent_name(self.name, MAKER):
             return _maker(self)
         solver = next(s for s in self.solvers if agent_name(self.name, s.name) == agent)

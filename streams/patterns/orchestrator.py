@@ -33,7 +33,7 @@ from streams.context import AgentContext
 from streams.envelope import Event
 from streams.errors import EmitError
 from streams.patterns.clock import TICK
-from streams.patterns.common import Entry, Member, Pattern, agent_name, runtime_topic
+from streams.patterns.common import Entry, History, Member, Pattern, agent_name, runtime_topic
 from streams.topology import AgentSpec, _seconds, import_handler
 from streams.types import Context, Emit, Handler, JsonObject
 
@@ -66,7 +66,7 @@ class OrchestratorWorker(Pattern):
     parallelism: int
     deadline_s: float | None
 
-    def handler(self, agent: str, base_dir: Path) -> Handler:
+    def handler(self, agent: str, base_dir: Path, history: History) -> Handler:
         if agent == self.roles["orchestrator"]:
             return _split(self, import_handler(self.orchestrator.handler, base_dir))
         if agent == self.roles["worker"]:

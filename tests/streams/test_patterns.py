@@ -121,14 +121,14 @@ def test_a_pattern_agent_clashing_with_a_declared_agent_is_reported(tmp_path: Pa
 
 @dataclass
 class Agents:
-    """Calls a topology's pattern agents as the runtime does, with plain dicts as their tables."""
+    """Calls a topology's pattern agents as the runtime does, with plain dicts as each agent's tables."""
 
     topology: Topology
-    tables: dict[str, dict[str, Any]] = field(default_factory=lambda: defaultdict(dict))
+    tables: dict[str, dict[str, dict[str, Any]]] = field(default_factory=lambda: defaultdict(lambda: defaultdict(dict)))
 
     def run(self, agent: str, event: Event, key: str | None = None) -> list[Emit]:
         spec = self.topology.agents[agent]
-        ctx = AgentContext(spec, key, OfflineModel(), self.tables, EventCatalog(self.topology))
+        ctx = AgentContext(spec, key, OfflineModel(), self.tables[agent], EventCatalog(self.topology))
         return asyncio.run(run_handler(bind_handler(self.topology, spec), event, ctx))
 
 
@@ -153,7 +153,7 @@ def test_orchestrator_worker_handlers_split_work_gather_and_complete(tmp_path: P
     (completed,) = outputs[2]
     assert (completed.topic, completed.type, completed.key) == ("research.completed", "task.completed", "t1")
     assert completed.payload["complete"] and completed.payload["missing"] == [] and completed.payload["result"] == {"done": 2}
-    assert agents.tables["tasks"]["t1"] == {"done": True}
+    assert agents.tables["research-gather"]["tasks"]["t1"] == {"done": True}
 
 
 def test_orchestrator_worker_deadline_completes_with_partial_results_and_missing_ids(tmp_path: Path, module: str) -> None:
@@ -220,12 +220,12 @@ def test_spawning_past_max_depth_or_max_children_is_refused_with_an_event(tmp_pa
         ("node.task", "incident.host.tasks", "r/0"), ("node.task", "incident.host.tasks", "r/1"), ("spawn.refused", "incident.events", "r")
     ]
     assert out[2].payload["reason"] == "max_children 2 reached"
-    assert set(agents.tables["nodes"]) == {"r", "r/0", "r/1"}
+    assert set(agents.tables["incident-supervisor"]["nodes"]) == {"r", "r/0", "r/1"}
 
     deeper = {**where, "node": "r/0", "parent": "r", "depth": 1, "type": "host", "children": [{"type": "host", "input": {}}]}
     out = agents.run("incident-supervisor", new_event("node.spawned", deeper, source="t", timestamp=0), "r")
     assert [e.payload["reason"] for e in out if e.type == "spawn.refused"] == ["max_depth 1 reached: a node at depth 1 may not spawn"]
-    assert set(agents.tables["nodes"]) == {"r", "r/1"}  # r/0 finished (with nothing): its entry is gone
+    assert set(agents.tables["incident-supervisor"]["nodes"]) == {"r", "r/1"}  # r/0 finished (with nothing): its entry is gone
 
 
 def test_a_finished_tree_rolls_up_to_the_root_and_leaves_no_node_entries(tmp_path: Path, module: str) -> None:
@@ -240,7 +240,7 @@ def test_a_finished_tree_rolls_up_to_the_root_and_leaves_no_node_entries(tmp_pat
     assert outputs[0] == []
     (completed,) = outputs[1]
     assert (completed.topic, completed.payload) == ("incident.completed", {"root": "r", "result": {"done": 2}})
-    assert agents.tables["nodes"] == {}
+    assert agents.tables["incident-supervisor"]["nodes"] == {}
 
 
 MARKET = """\
@@ -283,3 +283,52 @@ def test_weighted_rule_ranks_by_score_and_an_ask_without_bids_is_unfilled(tmp_pa
     (deadline,) = agents.run("jobs-maker", new_event(TICK, {}, source="clock", timestamp=0))
     (unfilled,) = agents.run("jobs-maker", delivered(deadline), "a1")
     assert (unfilled.topic, unfilled.type, unfilled.payload["reason"]) == ("jobs.results", "ask.unfilled", "no bids")
+
+
+BLACKBOARD = """\
+app: demo
+patterns:
+  board:
+    kind: blackboard
+    max_rounds: 2
+    agents:
+      echo: {handler: {module}:echo, reacts_to: [note]}
+"""
+
+ECHO = """
+async def echo(event, ctx):
+    return {"kind": "note", "content": {"heard": event.payload["entry"]["author"]}}
+"""
+
+
+def test_blackboard_expands_into_a_board_a_sessions_topic_and_projecting_participants(tmp_path: Path) -> None:
+    topology = load(tmp_path, BLACKBOARD)
+
+    assert set(topology.topics) == {"board.board", "board.sessions"}
+    echo, keeper = topology.agents["board-echo"], topology.agents["board-keeper"]
+    assert (echo.inputs, echo.emits, echo.tables) == (("board.board",), ("board.board",), ("board",))
+    assert (keeper.inputs, keeper.emits, keeper.tables) == (("board.board",), ("board.board", "board.sessions"), ("board",))
+
+
+def test_blackboard_participant_reacting_to_nothing_is_reported(tmp_path: Path) -> None:
+    (found,) = problems(tmp_path, BLACKBOARD.replace(", reacts_to: [note]", ""))
+    assert "participant 'echo' reacts to no entry kind" in found
+
+
+def test_participant_never_sees_its_own_posts_and_the_keeper_stops_at_max_rounds(tmp_path: Path) -> None:
+    name = f"echo_{uuid.uuid4().hex}"
+    (tmp_path / f"{name}.py").write_text(ECHO)
+    agents = Agents(load(tmp_path, BLACKBOARD, name))
+    opening = new_event("board.entry", {"kind": "note", "content": {}}, source="person", timestamp=0)
+
+    (reply,) = agents.run("board-echo", opening, "s1")
+    assert (reply.key, reply.payload["author"], reply.payload["round"]) == ("s1", "echo", 1)
+    assert agents.run("board-echo", delivered(reply), "s1") == []  # its own post is only projected
+
+    keeper = [agents.run("board-keeper", e, "s1") for e in (opening, delivered(reply))]
+    other = new_event("board.entry", {"session": "s1", "kind": "note", "author": "person", "round": 2}, source="person", timestamp=0)
+    closing = agents.run("board-keeper", other, "s1")
+    assert keeper == [[], []]
+    assert [e.type for e in closing] == ["board.entry", "session.closed"]
+    assert closing[1].payload["reason"] == "max_rounds 2 reached" and len(closing[1].payload["entries"]) == 3
+    assert agents.run("board-echo", other, "s1") == []  # round 2 is the last: nobody answers it

@@ -103,7 +103,7 @@ def _frame_svg(frame: Frame, places: dict[str, tuple[int, int]], w: int, h: int)
         topic = node.startswith("t:")
         fill, rx = ("#e8f0fe", 14) if topic else ("#fde9d9", 2)
         parts.append(f'<rect x="{x}" y="{y}" width="{NODE_W}" height="{NODE_H}" rx="{rx}" fill="{fill}" stroke="#555"/>')
-        parts.append(f'<text x="{x + NODE_W / 2}" y="{y + NODE_H / 2 + 4}" text-anchor="middle">{escape(node[2:])}</text>')
+        parts.append(f'<text x="{x + NODE_W // 2}" y="{y + NODE_H // 2 + 4}" text-anchor="middle">{escape(node[2:])}</text>')
     return "".join(parts)
 
 
@@ -111,9 +111,9 @@ def _edge_svg(src: tuple[int, int], dst: tuple[int, int]) -> str:
     """Forward edges leave right and enter left; backward ones loop below so they do not hide nodes."""
     (sx, sy), (dx, dy) = src, dst
     if dx > sx:
-        x1, y1, x2, y2 = sx + NODE_W, sy + NODE_H / 2, dx, dy + NODE_H / 2
+        x1, y1, x2, y2 = sx + NODE_W, sy + NODE_H // 2, dx, dy + NODE_H // 2
         path = f"M{x1},{y1} C{x1 + 60},{y1} {x2 - 60},{y2} {x2},{y2}"
     else:
-        x1, y1, x2, y2 = sx + NODE_W / 2, sy + NODE_H, dx + NODE_W / 2 + 20, dy + NODE_H
+        x1, y1, x2, y2 = sx + NODE_W // 2, sy + NODE_H, dx + NODE_W // 2 + 20, dy + NODE_H
         path = f"M{x1},{y1} C{x1},{y1 + 40} {x2},{y2 + 40} {x2},{y2}"
     return f'<path d="{path}" fill="none" stroke="#555" marker-end="url(#arrow)"/>'

@@ -27,7 +27,7 @@ from fastavro.schema import SchemaParseException
 from streams.errors import TopologyError
 
 if TYPE_CHECKING:
-    from streams.patterns.common import Expansion, Pattern
+    from streams.patterns.common import Pattern
 
 SCHEMA_DIR = "schemas"
 """Avro schemas live in ``schemas/<Name>.avsc`` next to the topology file."""
@@ -393,7 +393,9 @@ def _parse(root: _Node, path: Path, namespace: str, handler_dir: Path | None, re
     topics = _section(fields.get("topics"), report, lambda n, e: _parse_topic(n, e, events, report))
     agents = _section(fields.get("agents"), report, lambda n, e: _parse_agent(n, e, topics, handler_dir, report))
     failures = _parse_failures(fields.get("failures"), report)
-    expansion = _parse_patterns(fields.get("patterns"), topics, agents, handler_dir, report)
+    from streams.patterns import expand  # the patterns package builds on this module's parser
+
+    expansion = expand(fields.get("patterns"), topics, agents, handler_dir, report)
     return Topology(
         path,
         app,
@@ -404,18 +406,6 @@ def _parse(root: _Node, path: Path, namespace: str, handler_dir: Path | None, re
         failures,
         MappingProxyType(expansion.patterns),
     )
-
-
-def _parse_patterns(
-    node: _Node | None,
-    topics: Mapping[str, TopicSpec],
-    agents: Mapping[str, AgentSpec],
-    handler_dir: Path | None,
-    report: _Report,
-) -> Expansion:
-    from streams.patterns import expand  # the patterns package builds on this module's parser
-
-    return expand(node, topics, agents, handler_dir, report)
 
 
 def _parse_failures(node: _Node | None, report: _Report) -> FailurePolicy:

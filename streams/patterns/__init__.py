@@ -13,17 +13,18 @@ from collections.abc import Callable, Mapping
 from functools import partial
 from pathlib import Path
 
-from streams.patterns import blackboard, hierarchical, market, orchestrator
 from streams.broker import BrokerProfile
 from streams.edge import read_to_end
 from streams.envelope import Event, decode
 from streams.errors import EnvelopeError
+from streams.patterns import blackboard, hierarchical, market, orchestrator
 from streams.patterns.common import Entry, Expansion, Pattern, no_history, parse_members
 from streams.topology import (
+    _LOWER_NAME,
     _LOWER_NAME_FIX,
     AgentSpec,
-    Topology,
     TopicSpec,
+    Topology,
     _check_keys,
     _did_you_mean,
     _mapping,
@@ -31,7 +32,6 @@ from streams.topology import (
     _Report,
     _required,
     _Rule,
-    _LOWER_NAME,
     import_handler,
 )
 from streams.types import Handler

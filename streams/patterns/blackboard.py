@@ -35,9 +35,9 @@ from typing import Any
 from streams.context import AgentContext
 from streams.envelope import Event
 from streams.errors import EmitError
-from streams.patterns.common import Entry, History, Pattern, agent_name, runtime_topic
+from streams.patterns.common import Entry, History, Pattern, runtime_topic
+from streams.topology import import_handler
 from streams.types import Emit, Handler, JsonObject
-from streams.topology import AgentSpec, import_handler
 
 KIND = "blackboard"
 KEYS = ("max_rounds", "parallelism")
@@ -55,15 +55,15 @@ class Blackboard(Pattern):
     max_rounds: int
 
     def handler(self, agent: str, base_dir: Path, history: History) -> Handler:
-        if agent == agent_name(self.name, KEEPER):
+        member = self.member_for(agent)
+        if member is None:
             return _keeper(self)
-        member = next(m for m in self.members.values() if agent_name(self.name, m.name) == agent)
         user = import_handler(member.handler, base_dir)
         return _participant(self, member.name, frozenset(member.reacts_to), user, _closed(history(self.topic("board"))))
 
 
 def parse(entry: Entry) -> Blackboard | None:
-    max_rounds, parallelism = entry.int("max_rounds", 10), entry.int("parallelism", 4)
+    max_rounds, parallelism = entry.count("max_rounds", 10), entry.count("parallelism", 4)
     for member in entry.members.values():
         if not member.reacts_to:
             at = entry.fields.get("agents") or entry.node
@@ -72,12 +72,10 @@ def parse(entry: Entry) -> Blackboard | None:
     line = entry.node.line
     board, sessions = entry.topic("board"), entry.topic("sessions")
     agents = [
-        AgentSpec(entry.agent(m.name), m.handler, (board,), (board,), (board,), tables=(TABLE,),
-                  concurrency=m.concurrency or 8, line=m.line, pattern=entry.name)
+        entry.agent_spec(m.name, m.handler, (board,), (board,), concurrency=m.concurrency or 8, line=m.line, tables=(TABLE,))
         for m in entry.members.values()
     ]
-    agents.append(AgentSpec(entry.agent(KEEPER), f"{__name__}:keep (runtime)", (board,), (board,), (board, sessions),
-                            tables=(TABLE,), concurrency=parallelism, line=line, pattern=entry.name))
+    agents.append(entry.agent_spec(KEEPER, f"{__name__}:keep (runtime)", (board,), (board, sessions), concurrency=parallelism, tables=(TABLE,)))
     return Blackboard(
         name=entry.name, kind=KIND, line=line, members=entry.members,
         topics=(runtime_topic(board, parallelism, line), runtime_topic(sessions, parallelism, line)),

@@ -9,10 +9,14 @@ for agents, so ``topology show`` and consumer groups read alike.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+from streams.envelope import Event
+from streams.errors import EmitError
 from streams.topology import (
     _AGENT,
     AgentSpec,
@@ -23,12 +27,12 @@ from streams.topology import (
     _int,
     _mapping,
     _Node,
+    _refs,
     _Report,
     _required,
-    _refs,
+    _seconds,
 )
-from streams.envelope import Event
-from streams.types import Handler
+from streams.types import Handler, JsonObject
 
 _MEMBER_KEYS = ("handler", "concurrency")
 
@@ -73,6 +77,10 @@ class Pattern:
     def topic(self, purpose: str) -> str:
         return topic_name(self.name, purpose)
 
+    def member_for(self, agent: str) -> Member | None:
+        """The declared agent type an expanded agent runs; None for the runtime's own agents."""
+        return next((m for m in self.members.values() if agent_name(self.name, m.name) == agent), None)
+
     def handler(self, agent: str, base_dir: Path, history: History) -> Handler:
         """The handler one of this pattern's agents runs: a user's, wrapped, or the runtime's."""
         raise NotImplementedError(f"{type(self).__name__} must say how its agents are handled")
@@ -115,12 +123,42 @@ class Entry:
         found = (self.ref(ref) for ref in _refs(self.fields.get(key), self.report))
         return [member for member in found if member is not None]
 
-    def int(self, key: str, default: int, minimum: int = 1) -> int:
+    def count(self, key: str, default: int, minimum: int = 1) -> int:
         node = self.fields.get(key)
         return default if node is None else _int(node, minimum, self.report)
 
+    def seconds(self, key: str, default: float) -> float:
+        node = self.fields.get(key)
+        return default if node is None else _seconds(node, default, self.report)
+
+    def optional_seconds(self, key: str) -> float | None:
+        """A duration that is off unless given (a deadline)."""
+        return self.seconds(key, 1.0) if key in self.fields else None
+
+    def agent_spec(
+        self,
+        role: str,
+        handler: str,
+        inputs: tuple[str, ...],
+        emits: tuple[str, ...],
+        *,
+        concurrency: int,
+        line: int | None = None,
+        tables: tuple[str, ...] = (),
+        tick_s: float | None = None,
+    ) -> AgentSpec:
+        """An agent this pattern adds: a member's (named after it) or the runtime's (named after its role)."""
+        return AgentSpec(
+            self.agent(role), handler, inputs, inputs, emits, tables, concurrency, line or self.node.line,
+            pattern=self.name, tick_s=tick_s,
+        )
+
     def topic(self, purpose: str) -> str:
         return topic_name(self.name, purpose)
+
+    def member_for(self, agent: str) -> Member | None:
+        """The declared agent type an expanded agent runs; None for the runtime's own agents."""
+        return next((m for m in self.members.values() if agent_name(self.name, m.name) == agent), None)
 
     def agent(self, role: str) -> str:
         return agent_name(self.name, role)
@@ -158,6 +196,22 @@ def parse_members(
     if node is not None and not members:
         report.add(node, f"pattern '{pattern}' declares no agents", "declare its agent types under agents:")
     return members
+
+
+def result_object(value: Any) -> JsonObject:
+    """What a user's handler returned where the pattern needs a JSON object (a result, a roll-up)."""
+    if not isinstance(value, dict):
+        raise EmitError(f"a pattern handler must return a JSON object here, got {type(value).__name__}")
+    return value
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def deadline_ms(seconds: float | None) -> int | None:
+    """When something started now is overdue; None: never."""
+    return None if seconds is None else now_ms() + int(seconds * 1000)
 
 
 def runtime_topic(name: str, partitions: int, line: int) -> TopicSpec:

@@ -25,7 +25,6 @@ finished. The root's rolled-up result goes to ``<pattern>.completed``.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -33,10 +32,19 @@ from typing import Any
 
 from streams.context import AgentContext
 from streams.envelope import Event
-from streams.errors import EmitError
 from streams.patterns.clock import TICK
-from streams.patterns.common import Entry, History, Member, Pattern, agent_name, runtime_topic, topic_name
-from streams.topology import AgentSpec, _mapping, _refs, _seconds, import_handler
+from streams.patterns.common import (
+    Entry,
+    History,
+    Member,
+    Pattern,
+    deadline_ms,
+    now_ms,
+    result_object,
+    runtime_topic,
+    topic_name,
+)
+from streams.topology import _mapping, _refs, import_handler
 from streams.types import Context, Emit, Handler, JsonObject
 
 KIND = "hierarchical"
@@ -70,10 +78,10 @@ class Hierarchy(Pattern):
     deadline_s: float | None
 
     def handler(self, agent: str, base_dir: Path, history: History) -> Handler:
-        if agent == agent_name(self.name, SUPERVISOR):
+        member = self.member_for(agent)
+        if member is None:
             rollups = {m.name: import_handler(m.on_complete, base_dir) for m in self.members.values() if m.on_complete}
             return _supervise(self, rollups)
-        member = next(m for m in self.members.values() if agent_name(self.name, m.name) == agent)
         return _node(self, member, import_handler(member.handler, base_dir))
 
     def tasks_topic(self, member: str) -> str:
@@ -82,9 +90,8 @@ class Hierarchy(Pattern):
 
 def parse(entry: Entry) -> Hierarchy | None:
     root = entry.member("root", "commander")
-    max_depth, max_children, parallelism = entry.int("max_depth", 1, 0), entry.int("max_children", 8), entry.int("parallelism", 4)
-    deadline = entry.fields.get("deadline_s")
-    deadline_s = _seconds(deadline, 0.0, entry.report) if deadline is not None else None
+    max_depth, max_children, parallelism = entry.count("max_depth", 1, 0), entry.count("max_children", 8), entry.count("parallelism", 4)
+    deadline_s = entry.optional_seconds("deadline_s")
     _check_children(entry)
     if root is None:
         return None
@@ -97,14 +104,12 @@ def parse(entry: Entry) -> Hierarchy | None:
     tasks = {member.name: pattern.tasks_topic(member.name) for member in entry.members.values()}
     children = [topic for name, topic in tasks.items() if name != root.name]
     agents = [
-        AgentSpec(entry.agent(m.name), m.handler, (tasks[m.name],), (tasks[m.name],), (events,), tables=(),
-                  concurrency=m.concurrency or parallelism, line=m.line, pattern=entry.name)
+        entry.agent_spec(m.name, m.handler, (tasks[m.name],), (events,), concurrency=m.concurrency or parallelism, line=m.line)
         for m in entry.members.values()
     ]
     agents.append(
-        AgentSpec(entry.agent(SUPERVISOR), f"{__name__}:supervise (runtime)", (events,), (events,), (events, completed, *children),
-                  tables=(TABLE,), concurrency=parallelism, line=line, pattern=entry.name,
-                  tick_s=TICK_S if deadline_s is not None else None)
+        entry.agent_spec(SUPERVISOR, f"{__name__}:supervise (runtime)", (events,), (events, completed, *children), concurrency=parallelism,
+                         tables=(TABLE,), tick_s=TICK_S if deadline_s is not None else None)
     )
     topics = tuple(runtime_topic(name, parallelism, line) for name in (*tasks.values(), events, completed))
     return replace(pattern, topics=topics, agents=tuple(agents))
@@ -139,13 +144,13 @@ def _node(pattern: Hierarchy, member: Member, user: Callable[..., Awaitable[Any]
     """One node: the user's handler returns its result or the children it wants."""
 
     async def node(event: Event, ctx: Context) -> Emit:
-        task = event.payload if event.type == NODE else {"node": event.task_id, "parent": None, "root": event.task_id, "depth": 0, "input": event.payload}
+        task: JsonObject = event.payload if event.type == NODE else {"node": event.task_id, "parent": None, "root": event.task_id, "depth": 0, "input": event.payload}
         answer = await user(replace(event, payload=task["input"]), ctx)
         where = {key: task[key] for key in ("node", "parent", "root", "depth")} | {"type": member.name}
         if isinstance(answer, list) and all(isinstance(child, Child) for child in answer):
             children = [{"type": child.type, "input": child.payload} for child in answer]
             return Emit(pattern.topic("events"), SPAWNED, {**where, "children": children, "input": task["input"]}, key=task["root"])
-        return Emit(pattern.topic("events"), FINISHED, {**where, "result": _object(answer)}, key=task["root"])
+        return Emit(pattern.topic("events"), FINISHED, {**where, "result": result_object(answer)}, key=task["root"])
 
     return node
 
@@ -188,10 +193,10 @@ async def _spawn(pattern: Hierarchy, rollups: Any, event: Event, ctx: AgentConte
             continue
         accepted.append(child_id)
         task = {"node": child_id, "parent": p["node"], "root": p["root"], "depth": p["depth"] + 1, "input": child["input"]}
-        nodes[child_id] = {**task, "type": child["type"], "children": None, "deadline_ms": _deadline(pattern)}
+        nodes[child_id] = {**task, "type": child["type"], "children": None, "deadline_ms": deadline_ms(pattern.deadline_s)}
         out.append(Emit(pattern.tasks_topic(child["type"]), NODE, task, key=child_id))
     state = {**(nodes.get(p["node"]) or {}), **{k: p[k] for k in ("node", "parent", "root", "depth", "type", "input")}}
-    state.update(children=accepted, results={}, deadline_ms=_deadline(pattern))
+    state.update(children=accepted, results={}, deadline_ms=deadline_ms(pattern.deadline_s))
     nodes[p["node"]] = state
     if not accepted:
         await _finish(pattern, rollups, event, ctx, p["node"], await _rollup(rollups, event, ctx, state), out)
@@ -240,19 +245,9 @@ async def _rollup(rollups: dict[str, Callable[..., Awaitable[Any]]], event: Even
     rollup = rollups.get(state["type"])
     if rollup is None:
         return {"children": results, "missing": missing}
-    return _object(await rollup(replace(event, payload=summary), ctx))
-
-
-def _deadline(pattern: Hierarchy) -> int | None:
-    return None if pattern.deadline_s is None else int(time.time() * 1000 + pattern.deadline_s * 1000)
+    return result_object(await rollup(replace(event, payload=summary), ctx))
 
 
 def _overdue(state: JsonObject) -> bool:
     deadline = state.get("deadline_ms")
-    return state.get("children") is not None and deadline is not None and time.time() * 1000 >= deadline
-
-
-def _object(value: Any) -> JsonObject:
-    if not isinstance(value, dict):
-        raise EmitError(f"a pattern handler must return a JSON object here, got {type(value).__name__}")
-    return value
+    return state.get("children") is not None and deadline is not None and now_ms() >= deadline

@@ -27,7 +27,6 @@ unfilled with the reason.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -37,8 +36,8 @@ from typing import Any
 from streams.context import AgentContext
 from streams.envelope import Event
 from streams.patterns.clock import TICK
-from streams.patterns.common import Entry, History, Member, Pattern, agent_name, runtime_topic
-from streams.topology import AgentSpec, _choice, _mapping, _seconds, import_handler
+from streams.patterns.common import Entry, History, Member, Pattern, deadline_ms, now_ms, runtime_topic
+from streams.topology import _choice, _mapping, import_handler
 from streams.types import Context, Emit, Handler, JsonObject
 
 KIND = "market"
@@ -70,9 +69,9 @@ class Market(Pattern):
     execution_timeout_s: float
 
     def handler(self, agent: str, base_dir: Path, history: History) -> Handler:
-        if agent == agent_name(self.name, MAKER):
+        solver = self.member_for(agent)
+        if solver is None:
             return _maker(self)
-        solver = next(s for s in self.solvers if agent_name(self.name, s.name) == agent)
         assert solver.bid is not None, "parse refuses a solver without bid"
         return _solver(self, solver.name, import_handler(solver.bid, base_dir), import_handler(solver.handler, base_dir))
 
@@ -101,23 +100,22 @@ def parse(entry: Entry) -> Market | None:
             entry.report.add(node or entry.node, f"solver '{solver.name}' has no bid handler", fix)
     award = _choice(entry.fields.get("award"), RULES, entry.report)
     weights = _weights(entry)
-    windows = {key: _seconds(entry.fields.get(key), default, entry.report) for key, default in (("bid_window_s", 5.0), ("execution_timeout_s", 60.0))}
-    max_bids, parallelism = entry.int("max_bids", max(len(solvers), 1)), entry.int("parallelism", 4)
+    bid_window_s, execution_timeout_s = entry.seconds("bid_window_s", 5.0), entry.seconds("execution_timeout_s", 60.0)
+    max_bids, parallelism = entry.count("max_bids", max(len(solvers), 1)), entry.count("parallelism", 4)
     if not solvers:
         return None
     line = entry.node.line
     asks, bids, awards, results = (entry.topic(p) for p in ("asks", "bids", "awards", "results"))
     agents = [
-        AgentSpec(entry.agent(s.name), s.handler, (asks, awards), (asks, awards), (bids,), tables=(),
-                  concurrency=s.concurrency or 8, line=s.line, pattern=entry.name)
-        for s in solvers
+        entry.agent_spec(s.name, s.handler, (asks, awards), (bids,), concurrency=s.concurrency or 8, line=s.line) for s in solvers
     ]
-    agents.append(AgentSpec(entry.agent(MAKER), f"{__name__}:make (runtime)", (bids, asks), (bids, asks), (bids, awards, results),
-                            tables=(TABLE,), concurrency=parallelism, line=line, pattern=entry.name, tick_s=TICK_S))
+    agents.append(entry.agent_spec(MAKER, f"{__name__}:make (runtime)", (bids, asks), (bids, awards, results), concurrency=parallelism,
+                                   tables=(TABLE,), tick_s=TICK_S))
     return Market(
         name=entry.name, kind=KIND, line=line, members=entry.members,
         topics=tuple(runtime_topic(t, parallelism, line) for t in (asks, bids, awards, results)), agents=tuple(agents),
-        solvers=tuple(solvers), award=award, weights=weights, max_bids=max_bids, **windows,
+        solvers=tuple(solvers), award=award, weights=weights, max_bids=max_bids,
+        bid_window_s=bid_window_s, execution_timeout_s=execution_timeout_s,
     )
 
 
@@ -163,7 +161,7 @@ def _maker(market: Market) -> Handler:
         if event.type == TICK:
             return [Emit(market.topic("bids"), DEADLINE, {"ask_id": k}, key=k) for k, s in table.items() if _due(s)]
         if event.type not in (OPENED, BID, DONE, FAILED, DEADLINE):  # a new ask: open it on the ledger, keyed by its id
-            opened = {"ask_id": event.task_id, "ask": event.payload, "close_ms": _now_ms() + int(market.bid_window_s * 1000)}
+            opened = {"ask_id": event.task_id, "ask": event.payload, "close_ms": deadline_ms(market.bid_window_s)}
             return [Emit(market.topic("bids"), OPENED, opened, key=event.task_id)]
         ask_id = event.payload["ask_id"]
         state = table.get(ask_id) or {"status": "open", "bids": [], "tried": []}
@@ -204,7 +202,7 @@ def _award(market: Market, state: JsonObject, ask_id: str) -> tuple[JsonObject, 
     best = left[0]
     tried = [*state["tried"], best["solver"]]
     award = {"ask_id": ask_id, "solver": best["solver"], "award": len(tried), "bid": best, "ask": state["ask"], "rule": market.award}
-    timeout_ms = _now_ms() + int(market.execution_timeout_s * 1000)
+    timeout_ms = deadline_ms(market.execution_timeout_s)
     return {**state, "status": "awarded", "solver": best["solver"], "tried": tried, "timeout_ms": timeout_ms}, [
         Emit(market.topic("awards"), AWARD, award, key=ask_id)
     ]
@@ -216,11 +214,7 @@ def _bid_of(state: JsonObject, solver: str) -> JsonObject:
 
 def _due(state: JsonObject) -> bool:
     """Bidding closed with the ask still open, or the winner ran out of time."""
-    now = _now_ms()
+    now = now_ms()
     if state.get("status") == "open":
         return "close_ms" in state and now >= state["close_ms"]
     return state.get("status") == "awarded" and now >= state["timeout_ms"]
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)

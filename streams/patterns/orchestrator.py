@@ -23,7 +23,6 @@ if declared) once every subtask is in or the deadline passed.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -31,10 +30,9 @@ from typing import Any
 
 from streams.context import AgentContext
 from streams.envelope import Event
-from streams.errors import EmitError
 from streams.patterns.clock import TICK
-from streams.patterns.common import Entry, History, Member, Pattern, agent_name, runtime_topic
-from streams.topology import AgentSpec, _seconds, import_handler
+from streams.patterns.common import Entry, History, Member, Pattern, agent_name, deadline_ms, now_ms, result_object, runtime_topic
+from streams.topology import import_handler
 from streams.types import Context, Emit, Handler, JsonObject
 
 KIND = "orchestrator-worker"
@@ -82,23 +80,17 @@ class OrchestratorWorker(Pattern):
 def parse(entry: Entry) -> OrchestratorWorker | None:
     orchestrator = entry.member("orchestrator", "planner")
     worker = entry.member("workers", "researcher")
-    parallelism = entry.int("parallelism", 4)
-    deadline = entry.fields.get("deadline_s")
-    deadline_s = _seconds(deadline, 0.0, entry.report) if deadline is not None else None
+    parallelism, deadline_s = entry.count("parallelism", 4), entry.optional_seconds("deadline_s")
     if orchestrator is None or worker is None:
         return None
     requests, tasks, results, completed = (entry.topic(p) for p in ("requests", "tasks", "results", "completed"))
     line = entry.node.line
-
-    def agent(role: str, handler: str, inputs: str, emits: tuple[str, ...], concurrency: int, **extra: Any) -> AgentSpec:
-        name = entry.agent(role)
-        return AgentSpec(name, handler, (inputs,), (inputs,), emits, concurrency=concurrency, line=line, pattern=entry.name, **extra)
-
     agents = (
-        agent(orchestrator.name, orchestrator.handler, requests, (tasks, results), orchestrator.concurrency or parallelism, tables=()),
-        agent(worker.name, worker.handler, tasks, (results,), worker.concurrency or parallelism, tables=()),
-        agent("gather", f"{__name__}:gather (runtime)", results, (results, completed), parallelism, tables=(TABLE,),
-              tick_s=TICK_S if deadline_s is not None else None),
+        entry.agent_spec(orchestrator.name, orchestrator.handler, (requests,), (tasks, results),
+                         concurrency=orchestrator.concurrency or parallelism, line=orchestrator.line),
+        entry.agent_spec(worker.name, worker.handler, (tasks,), (results,), concurrency=worker.concurrency or parallelism, line=worker.line),
+        entry.agent_spec("gather", f"{__name__}:gather (runtime)", (results,), (results, completed), concurrency=parallelism,
+                         tables=(TABLE,), tick_s=TICK_S if deadline_s is not None else None),
     )
     return OrchestratorWorker(
         name=entry.name,
@@ -120,12 +112,11 @@ def _split(pattern: OrchestratorWorker, user: Callable[..., Awaitable[Any]]) -> 
     async def split(event: Event, ctx: Context) -> list[Emit]:
         subtasks = [item if isinstance(item, Subtask) else Subtask(item) for item in (await user(event, ctx) or [])]
         ids = [f"{event.task_id}/{i}" for i in range(len(subtasks))]
-        deadline_ms = None if pattern.deadline_s is None else _now_ms() + int(pattern.deadline_s * 1000)
-        plan = {"subtasks": ids, "request": event.payload, "deadline_ms": deadline_ms}
+        plan = {"subtasks": ids, "request": event.payload, "deadline_ms": deadline_ms(pattern.deadline_s)}
         return [
             Emit(pattern.topic("results"), PLANNED, plan, key=event.task_id),
             *(
-                Emit(pattern.topic("tasks"), SUBTASK, {"task_id": event.task_id, "subtask_id": sub_id, "input": _object(sub.payload)}, key=sub.key or sub_id)
+                Emit(pattern.topic("tasks"), SUBTASK, {"task_id": event.task_id, "subtask_id": sub_id, "input": result_object(sub.payload)}, key=sub.key or sub_id)
                 for sub_id, sub in zip(ids, subtasks, strict=True)
             ),
         ]
@@ -139,7 +130,7 @@ def _work(pattern: OrchestratorWorker, user: Callable[..., Awaitable[Any]]) -> H
     async def work(event: Event, ctx: Context) -> Emit:
         command = event.payload
         result = await user(replace(event, payload=command["input"]), ctx)
-        done = {"subtask_id": command["subtask_id"], "result": _object(result)}
+        done = {"subtask_id": command["subtask_id"], "result": result_object(result)}
         return Emit(pattern.topic("results"), SUBTASK_DONE, done, key=command["task_id"])
 
     return work
@@ -186,20 +177,10 @@ async def _completed(
     summary = {"task_id": task_id, "request": state["request"], "results": results, "missing": missing, "complete": not missing}
     result = None if on_complete is None else await on_complete(replace(event, type=COMPLETED, task_id=task_id, payload=summary), ctx)
     if result is not None:
-        summary["result"] = _object(result)
+        summary["result"] = result_object(result)
     return Emit(pattern.topic("completed"), COMPLETED, summary, key=task_id)
 
 
 def _overdue(state: JsonObject) -> bool:
     deadline = state.get("deadline_ms")
-    return not state.get("done") and deadline is not None and _now_ms() >= deadline
-
-
-def _object(value: Any) -> JsonObject:
-    if not isinstance(value, dict):
-        raise EmitError(f"a pattern handler must return a JSON object here, got {type(value).__name__}")
-    return value
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
+    return not state.get("done") and deadline is not None and now_ms() >= deadline

@@ -59,20 +59,3 @@ async def solve(event: Event, ctx: Context) -> JsonObject:
         raise RuntimeError(f"{solver} cannot solve ask {event.payload['n']}")
     return {"answer": f"{solver} solved {event.payload['n']}"}
 
-
-async def read_logs(event: Event, ctx: Context) -> JsonObject:
-    service = event.payload["entry"]["content"]["service"]
-    return {"kind": "finding", "content": {"source": "logs", "text": f"{service}: connection pool exhausted"}}
-
-
-async def read_metrics(event: Event, ctx: Context) -> JsonObject:
-    service = event.payload["entry"]["content"]["service"]
-    return {"kind": "finding", "content": {"source": "metrics", "text": f"{service}: db connections at 100/100"}}
-
-
-async def coordinate(event: Event, ctx: Context) -> JsonObject | None:
-    """Proposes a fix once both the logs and the metrics have spoken."""
-    findings = [e["content"] for e in event.payload["board"] if e["kind"] == "finding"]
-    if {f["source"] for f in findings} != {"logs", "metrics"}:
-        return None
-    return {"kind": "solution", "content": {"action": "raise the connection pool size", "evidence": sorted(f["text"] for f in findings)}}

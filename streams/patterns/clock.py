@@ -21,6 +21,8 @@ from streams.records import Record
 from streams.topology import AgentSpec, Topology
 
 TICK = "pattern.tick"
+TICK_S = 1.0
+"""How often a pattern agent with deadlines is ticked: the deadlines' precision."""
 
 
 def ticker(

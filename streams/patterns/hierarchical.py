@@ -32,7 +32,7 @@ from typing import Any
 
 from streams.context import AgentContext
 from streams.envelope import Event
-from streams.patterns.clock import TICK
+from streams.patterns.clock import TICK, TICK_S
 from streams.patterns.common import (
     Entry,
     History,
@@ -52,7 +52,6 @@ KEYS = ("root", "max_depth", "max_children", "deadline_s", "parallelism")
 MEMBER_KEYS = ("children", "on_complete")
 SUPERVISOR = "supervisor"
 TABLE = "nodes"
-TICK_S = 1.0
 
 NODE = "node.task"
 SPAWNED = "node.spawned"

@@ -35,7 +35,7 @@ from typing import Any
 
 from streams.context import AgentContext
 from streams.envelope import Event
-from streams.patterns.clock import TICK
+from streams.patterns.clock import TICK, TICK_S
 from streams.patterns.common import Entry, History, Member, Pattern, deadline_ms, now_ms, runtime_topic
 from streams.topology import _choice, _mapping, import_handler
 from streams.types import Context, Emit, Handler, JsonObject
@@ -46,7 +46,6 @@ MEMBER_KEYS = ("bid",)
 RULES = ("lowest_cost", "highest_confidence", "weighted")
 WEIGHTS = ("confidence", "price", "tokens")
 TABLE = "asks"
-TICK_S = 0.5
 MAKER = "maker"
 
 OPENED = "ask.opened"

@@ -30,7 +30,7 @@ from typing import Any
 
 from streams.context import AgentContext
 from streams.envelope import Event
-from streams.patterns.clock import TICK
+from streams.patterns.clock import TICK, TICK_S
 from streams.patterns.common import Entry, History, Member, Pattern, agent_name, deadline_ms, now_ms, result_object, runtime_topic
 from streams.topology import import_handler
 from streams.types import Context, Emit, Handler, JsonObject
@@ -39,7 +39,6 @@ KIND = "orchestrator-worker"
 KEYS = ("orchestrator", "workers", "parallelism", "deadline_s")
 MEMBER_KEYS = ("on_complete",)
 TABLE = "tasks"
-TICK_S = 1.0
 
 SUBTASK = "subtask"
 PLANNED = "task.planned"

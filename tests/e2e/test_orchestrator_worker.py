@@ -70,3 +70,17 @@ def test_worker_killed_mid_task_loses_no_subtask(patterns_cluster: Cluster, tmp_
     assert crashed["complete"] and crashed["missing"] == []
     assert crashed["result"] == {"parts": list(range(10))}
     assert pids(crashed) == {survivor.process.pid}  # the doomed one's subtasks were redone
+
+
+def test_deadline_survives_a_restart_and_completes_with_the_missing_ids(patterns_cluster: Cluster) -> None:
+    patterns_cluster.start("partial-splitter")
+    gather = patterns_cluster.start("partial-gather")
+    patterns_cluster.send("partial.requests", [{"parts": 3, "tag": "no-workers"}], key=lambda p: p["tag"], event_type="research.requested")
+    plan = next(p for p in payloads_of(patterns_cluster.read("partial.results", 1)) if "subtasks" in p)  # ticks pass there too
+    gather.kill()  # the deadline lives in the table, not in this process
+    patterns_cluster.start("partial-gather")
+
+    (done,) = payloads_of(patterns_cluster.read("partial.completed", 1, timeout=60))
+
+    assert (done["complete"], done["results"], done["missing"]) == (False, [], plan["subtasks"])
+    assert done["result"] == {"parts": []}

@@ -395,7 +395,7 @@ def _parse(root: _Node, path: Path, namespace: str, handler_dir: Path | None, re
     failures = _parse_failures(fields.get("failures"), report)
     from streams.patterns import expand  # the patterns package builds on this module's parser
 
-    expansion = expand(fields.get("patterns"), topics, agents, handler_dir, report)
+    expansion = expand(fields.get("patterns"), agents, handler_dir, report)
     return Topology(
         path,
         app,

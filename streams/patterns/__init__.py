@@ -23,7 +23,6 @@ from streams.topology import (
     _LOWER_NAME,
     _LOWER_NAME_FIX,
     AgentSpec,
-    TopicSpec,
     Topology,
     _check_keys,
     _did_you_mean,
@@ -46,17 +45,11 @@ _KINDS: Mapping[str, tuple[tuple[str, ...], tuple[str, ...], Callable[[Entry], P
 _PATTERN = _Rule("pattern name", _LOWER_NAME, _LOWER_NAME_FIX)
 
 
-def expand(
-    node: _Node | None,
-    topics: Mapping[str, TopicSpec],
-    agents: Mapping[str, AgentSpec],
-    handler_dir: Path | None,
-    report: _Report,
-) -> Expansion:
+def expand(node: _Node | None, agents: Mapping[str, AgentSpec], handler_dir: Path | None, report: _Report) -> Expansion:
     """Every ``patterns:`` entry, parsed and expanded; problems go to ``report``."""
     expansion = Expansion()
     for name, entry_node in _mapping(node, report).items():
-        pattern = _parse_entry(name, entry_node, topics, handler_dir, report)
+        pattern = _parse_entry(name, entry_node, handler_dir, report)
         if pattern is not None:
             _add(expansion, pattern, entry_node, agents, report)
     return expansion
@@ -85,9 +78,7 @@ def _history(profile: BrokerProfile, topology: Topology, topic: str) -> list[Eve
     return events
 
 
-def _parse_entry(
-    name: str, node: _Node, topics: Mapping[str, TopicSpec], handler_dir: Path | None, report: _Report
-) -> Pattern | None:
+def _parse_entry(name: str, node: _Node, handler_dir: Path | None, report: _Report) -> Pattern | None:
     _PATTERN.check(name, node, report)
     fields = _mapping(node, report)
     kind_node = _required(node, fields, "kind", next(iter(_KINDS)), report)
@@ -101,7 +92,7 @@ def _parse_entry(
     _check_keys(fields, ("kind", "agents", *keys), report)
     agents_node = _required(node, fields, "agents", "{name: {handler: module:function}}", report)
     members = parse_members(agents_node, name, member_keys, handler_dir, report)
-    return parse(Entry(name, node, fields, members, topics, report))
+    return parse(Entry(name, node, fields, members, report))
 
 
 def _add(expansion: Expansion, pattern: Pattern, node: _Node, agents: Mapping[str, AgentSpec], report: _Report) -> None:

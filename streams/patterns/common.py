@@ -103,7 +103,6 @@ class Entry:
     node: _Node
     fields: dict[str, _Node]
     members: dict[str, Member]
-    topics: Mapping[str, TopicSpec]
     report: _Report
 
     def member(self, key: str, example: str) -> Member | None:
@@ -155,10 +154,6 @@ class Entry:
 
     def topic(self, purpose: str) -> str:
         return topic_name(self.name, purpose)
-
-    def member_for(self, agent: str) -> Member | None:
-        """The declared agent type an expanded agent runs; None for the runtime's own agents."""
-        return next((m for m in self.members.values() if agent_name(self.name, m.name) == agent), None)
 
     def agent(self, role: str) -> str:
         return agent_name(self.name, role)

@@ -10,7 +10,7 @@ for agents, so ``topology show`` and consumer groups read alike.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,7 +32,7 @@ from streams.topology import (
     _required,
     _seconds,
 )
-from streams.types import Handler, JsonObject
+from streams.types import Emit, Handler, JsonObject
 
 _MEMBER_KEYS = ("handler", "concurrency")
 
@@ -207,6 +207,30 @@ def now_ms() -> int:
 def deadline_ms(seconds: float | None) -> int | None:
     """When something started now is overdue; None: never."""
     return None if seconds is None else now_ms() + int(seconds * 1000)
+
+
+RETENTION_S = 600.0
+"""How long a finished task leaves its marker in a runtime agent's table: its late or redelivered events change nothing."""
+FORGET = "pattern.forget"
+
+
+def finished() -> JsonObject:
+    """The marker a finished task (a gathered task, a settled ask, a completed tree) leaves behind."""
+    return {"done": True, "done_ms": now_ms()}
+
+
+def forgettable(table: Mapping[str, Any], topic: str) -> list[Emit]:
+    """For a tick: a ``pattern.forget`` per marker past ``RETENTION_S``, keyed so it reaches the key's partition."""
+    horizon = now_ms() - RETENTION_S * 1000
+    return [Emit(topic, FORGET, {}, key=key) for key, state in table.items() if state.get("done") and state["done_ms"] <= horizon]
+
+
+def forget(table: MutableMapping[str, Any], key: str | None) -> list[Emit]:
+    """Handle a ``pattern.forget``: tombstone the marker (still expired: the forget may be a redelivery)."""
+    state = table.get(key) if key is not None else None
+    if key is not None and state is not None and state.get("done") and state["done_ms"] <= now_ms() - RETENTION_S * 1000:
+        del table[key]
+    return []
 
 
 def runtime_topic(name: str, partitions: int, line: int) -> TopicSpec:

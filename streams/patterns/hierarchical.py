@@ -34,11 +34,15 @@ from streams.context import AgentContext
 from streams.envelope import Event
 from streams.patterns.clock import TICK, TICK_S
 from streams.patterns.common import (
+    FORGET,
     Entry,
     History,
     Member,
     Pattern,
     deadline_ms,
+    finished,
+    forget,
+    forgettable,
     now_ms,
     result_object,
     runtime_topic,
@@ -108,7 +112,7 @@ def parse(entry: Entry) -> Hierarchy | None:
     ]
     agents.append(
         entry.agent_spec(SUPERVISOR, f"{__name__}:supervise (runtime)", (events,), (events, completed, *children), concurrency=parallelism,
-                         tables=(TABLE,), tick_s=TICK_S if deadline_s is not None else None)
+                         tables=(TABLE,), tick_s=TICK_S)
     )
     topics = tuple(runtime_topic(name, parallelism, line) for name in (*tasks.values(), events, completed))
     return replace(pattern, topics=topics, agents=tuple(agents))
@@ -160,8 +164,10 @@ def _supervise(pattern: Hierarchy, rollups: dict[str, Callable[..., Awaitable[An
     async def supervise(event: Event, ctx: AgentContext) -> list[Emit]:
         nodes = ctx.tables[TABLE]
         if event.type == TICK:
-            overdue = [(key, state["root"]) for key, state in nodes.items() if _overdue(state)]
-            return [Emit(pattern.topic("events"), DEADLINE, {"node": key}, key=root) for key, root in overdue]
+            overdue = [Emit(pattern.topic("events"), DEADLINE, {"node": k}, key=s["root"]) for k, s in nodes.items() if _overdue(s)]
+            return overdue + forgettable(nodes, pattern.topic("events"))
+        if event.type == FORGET:
+            return forget(nodes, ctx.key)
         out: list[Emit] = []
         p = event.payload
         if event.type == SPAWNED and (nodes.get(p["node"]) or {}).get("children") is None and _alive(nodes, p):
@@ -215,8 +221,9 @@ async def _finish(pattern: Hierarchy, rollups: Any, event: Event, ctx: AgentCont
     """A node is done: its entry is tombstoned and its result rolls up into its parent, maybe finishing it too."""
     nodes = ctx.tables[TABLE]
     state = nodes.get(node) or {"parent": None, "root": node}
-    _forget(nodes, node)
+    _tombstone(nodes, node)
     if state["parent"] is None:
+        nodes[node] = finished()  # until forgotten, a redelivered root event cannot grow the tree again
         out.append(Emit(pattern.topic("completed"), COMPLETED, {"root": node, "result": result}, key=node))
         return
     parent = nodes.get(state["parent"])
@@ -228,12 +235,12 @@ async def _finish(pattern: Hierarchy, rollups: Any, event: Event, ctx: AgentCont
         await _finish(pattern, rollups, event, ctx, state["parent"], await _rollup(rollups, event, ctx, parent), out)
 
 
-def _forget(nodes: Any, node: str) -> None:
+def _tombstone(nodes: Any, node: str) -> None:
     """Tombstone a node's entry and those of its unfinished descendants (cut off by a deadline)."""
     state = nodes.pop(node, None) or {}
     for child in state.get("children") or ():
         if child in nodes:
-            _forget(nodes, child)
+            _tombstone(nodes, child)
 
 
 async def _rollup(rollups: dict[str, Callable[..., Awaitable[Any]]], event: Event, ctx: AgentContext, state: JsonObject) -> JsonObject:

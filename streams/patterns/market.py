@@ -36,7 +36,19 @@ from typing import Any
 from streams.context import AgentContext
 from streams.envelope import Event
 from streams.patterns.clock import TICK, TICK_S
-from streams.patterns.common import Entry, History, Member, Pattern, deadline_ms, now_ms, runtime_topic
+from streams.patterns.common import (
+    FORGET,
+    Entry,
+    History,
+    Member,
+    Pattern,
+    deadline_ms,
+    finished,
+    forget,
+    forgettable,
+    now_ms,
+    runtime_topic,
+)
 from streams.topology import _choice, _mapping, import_handler
 from streams.types import Context, Emit, Handler, JsonObject
 
@@ -158,7 +170,10 @@ def _maker(market: Market) -> Handler:
     async def make(event: Event, ctx: AgentContext) -> list[Emit]:
         table = ctx.tables[TABLE]
         if event.type == TICK:
-            return [Emit(market.topic("bids"), DEADLINE, {"ask_id": k}, key=k) for k, s in table.items() if _due(s)]
+            due = [Emit(market.topic("bids"), DEADLINE, {"ask_id": k}, key=k) for k, s in table.items() if _due(s)]
+            return due + forgettable(table, market.topic("bids"))
+        if event.type == FORGET:
+            return forget(table, ctx.key)
         if event.type not in (OPENED, BID, DONE, FAILED, DEADLINE):  # a new ask: open it on the ledger, keyed by its id
             opened = {"ask_id": event.task_id, "ask": event.payload, "close_ms": deadline_ms(market.bid_window_s)}
             return [Emit(market.topic("bids"), OPENED, opened, key=event.task_id)]
@@ -180,7 +195,7 @@ def _step(market: Market, state: JsonObject, event: Event) -> tuple[JsonObject, 
     elif event.type in (DONE, FAILED) and status == "awarded" and (p["solver"], p["award"]) == (state["solver"], len(state["tried"])):
         if event.type == DONE:
             filled = {"ask_id": p["ask_id"], "solver": p["solver"], "result": p["result"], "awards": len(state["tried"]), "bid": _bid_of(state, p["solver"])}
-            return {**state, "status": "filled"}, [Emit(market.topic("results"), FILLED, filled, key=p["ask_id"])]
+            return {**state, "status": "filled", **finished()}, [Emit(market.topic("results"), FILLED, filled, key=p["ask_id"])]
         return _award(market, {**state, "failures": [*state.get("failures", []), {"solver": p["solver"], "error": p["error"]}]}, p["ask_id"])
     elif event.type == DEADLINE and _due(state):
         return _award(market, state, p["ask_id"])
@@ -197,7 +212,7 @@ def _award(market: Market, state: JsonObject, ask_id: str) -> tuple[JsonObject, 
     if not left:
         reason = "no bids" if not state["bids"] else f"every winner failed or timed out ({', '.join(state['tried'])})"
         unfilled = {"ask_id": ask_id, "reason": reason, "failures": state.get("failures", [])}
-        return {**state, "status": "unfilled"}, [Emit(market.topic("results"), UNFILLED, unfilled, key=ask_id)]
+        return {**state, "status": "unfilled", **finished()}, [Emit(market.topic("results"), UNFILLED, unfilled, key=ask_id)]
     best = left[0]
     tried = [*state["tried"], best["solver"]]
     award = {"ask_id": ask_id, "solver": best["solver"], "award": len(tried), "bid": best, "ask": state["ask"], "rule": market.award}

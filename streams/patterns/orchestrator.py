@@ -31,7 +31,21 @@ from typing import Any
 from streams.context import AgentContext
 from streams.envelope import Event
 from streams.patterns.clock import TICK, TICK_S
-from streams.patterns.common import Entry, History, Member, Pattern, agent_name, deadline_ms, now_ms, result_object, runtime_topic
+from streams.patterns.common import (
+    FORGET,
+    Entry,
+    History,
+    Member,
+    Pattern,
+    agent_name,
+    deadline_ms,
+    finished,
+    forget,
+    forgettable,
+    now_ms,
+    result_object,
+    runtime_topic,
+)
 from streams.topology import import_handler
 from streams.types import Context, Emit, Handler, JsonObject
 
@@ -89,7 +103,7 @@ def parse(entry: Entry) -> OrchestratorWorker | None:
                          concurrency=orchestrator.concurrency or parallelism, line=orchestrator.line),
         entry.agent_spec(worker.name, worker.handler, (tasks,), (results,), concurrency=worker.concurrency or parallelism, line=worker.line),
         entry.agent_spec("gather", f"{__name__}:gather (runtime)", (results,), (results, completed), concurrency=parallelism,
-                         tables=(TABLE,), tick_s=TICK_S if deadline_s is not None else None),
+                         tables=(TABLE,), tick_s=TICK_S),
     )
     return OrchestratorWorker(
         name=entry.name,
@@ -141,8 +155,10 @@ def _gather(pattern: OrchestratorWorker, on_complete: Callable[..., Awaitable[An
     async def gather(event: Event, ctx: AgentContext) -> list[Emit]:
         table = ctx.tables[TABLE]
         if event.type == TICK:
-            overdue = [key for key, state in table.items() if _overdue(state)]
-            return [Emit(pattern.topic("results"), DEADLINE, {}, key=key) for key in overdue]
+            overdue = [Emit(pattern.topic("results"), DEADLINE, {}, key=key) for key, state in table.items() if _overdue(state)]
+            return overdue + forgettable(table, pattern.topic("results"))
+        if event.type == FORGET:
+            return forget(table, ctx.key)
         task_id = ctx.key or event.task_id
         state = table.get(task_id) or {"subtasks": None, "results": {}}
         if state.get("done"):
@@ -155,7 +171,7 @@ def _gather(pattern: OrchestratorWorker, on_complete: Callable[..., Awaitable[An
             return []
         planned = state["subtasks"] is not None
         if planned and (event.type == DEADLINE or set(state["subtasks"]) <= set(state["results"])):
-            table[task_id] = {"done": True}
+            table[task_id] = finished()
             return [await _completed(pattern, on_complete, event, ctx, task_id, state)]
         table[task_id] = state
         return []

@@ -23,5 +23,7 @@ def test_three_level_tree_rolls_every_result_up_and_tombstones_its_children(patt
     assert sorted(len(p["children"]) for p in spawned if "children" in p) == [3, 3, 3, 3]  # root -> 3 -> 9
     changelog = read_to_end(patterns_cluster.profile, f"{patterns_cluster.topology.group_id('tree-supervisor')}-nodes-changelog")
     last = {orjson.loads(record.key or b""): record.value for record in changelog}
+    root = next(key for key in last if "/" not in key)
     assert len(last) == 13  # root, 3 branches, 9 leaves: each had an entry while it ran...
-    assert set(last.values()) == {None}  # ...and each is a tombstone now
+    assert {value for key, value in last.items() if key != root} == {None}  # ...each child's is a tombstone now...
+    assert orjson.loads(last[root] or b"null")["done"]  # ...and the root keeps a marker until it is forgotten

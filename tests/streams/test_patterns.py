@@ -20,6 +20,7 @@ from streams.errors import TopologyError
 from streams.model import OfflineModel
 from streams.patterns import bind_handler
 from streams.patterns.clock import TICK
+from streams.patterns.common import finished
 from streams.topology import Topology, load_topology
 from streams.types import Emit
 
@@ -153,7 +154,7 @@ def test_orchestrator_worker_handlers_split_work_gather_and_complete(tmp_path: P
     (completed,) = outputs[2]
     assert (completed.topic, completed.type, completed.key) == ("research.completed", "task.completed", "t1")
     assert completed.payload["complete"] and completed.payload["missing"] == [] and completed.payload["result"] == {"done": 2}
-    assert agents.tables["research-gather"]["tasks"]["t1"] == {"done": True}
+    assert agents.tables["research-gather"]["tasks"]["t1"]["done"]  # a marker, until forgotten
 
 
 def test_orchestrator_worker_deadline_completes_with_partial_results_and_missing_ids(tmp_path: Path, module: str) -> None:
@@ -190,7 +191,7 @@ def test_hierarchical_expands_into_a_topic_per_agent_type_and_a_supervisor_with_
     commander, host, supervisor = (topology.agents[f"incident-{r}"] for r in ("commander", "host", "supervisor"))
     assert (commander.inputs, commander.emits) == (("incident.requests",), ("incident.events",))
     assert (host.inputs, host.emits) == (("incident.host.tasks",), ("incident.events",))
-    assert (supervisor.inputs, supervisor.tables, supervisor.tick_s) == (("incident.events",), ("nodes",), None)
+    assert (supervisor.inputs, supervisor.tables, supervisor.tick_s) == (("incident.events",), ("nodes",), 1.0)
     assert supervisor.emits == ("incident.events", "incident.completed", "incident.host.tasks")
 
 
@@ -240,7 +241,21 @@ def test_a_finished_tree_rolls_up_to_the_root_and_leaves_no_node_entries(tmp_pat
     assert outputs[0] == []
     (completed,) = outputs[1]
     assert (completed.topic, completed.payload) == ("incident.completed", {"root": "r", "result": {"done": 2}})
-    assert agents.tables["incident-supervisor"]["nodes"] == {}
+    assert list(agents.tables["incident-supervisor"]["nodes"]) == ["r"] and agents.tables["incident-supervisor"]["nodes"]["r"]["done"]
+    again = agents.run("incident-supervisor", new_event("node.spawned", {**root, "children": [{"type": "host", "input": {}}]}, source="t", timestamp=0), "r")
+    assert again == []  # a redelivered root event does not grow the finished tree again
+
+
+def test_a_finished_tasks_marker_is_forgotten_after_the_retention(tmp_path: Path, module: str) -> None:
+    agents = Agents(load(tmp_path, ORCHESTRATOR_WORKER, module))
+    tasks = agents.tables["research-gather"]["tasks"]
+    tasks.update({"old": {"done": True, "done_ms": 0}, "new": finished()})
+
+    (forget,) = agents.run("research-gather", new_event(TICK, {}, source="clock", timestamp=0))
+    agents.run("research-gather", delivered(forget), forget.key)
+
+    assert (forget.topic, forget.type, forget.key) == ("research.results", "pattern.forget", "old")
+    assert list(tasks) == ["new"]
 
 
 MARKET = """\

@@ -347,3 +347,24 @@ def test_participant_never_sees_its_own_posts_and_the_keeper_stops_at_max_rounds
     assert [e.type for e in closing] == ["board.entry", "session.closed"]
     assert closing[1].payload["reason"] == "max_rounds 2 reached" and len(closing[1].payload["entries"]) == 3
     assert agents.run("board-echo", other, "s1") == []  # round 2 is the last: nobody answers it
+
+
+def test_a_winner_that_times_out_loses_the_ask_to_the_next_best_bid(tmp_path: Path, module: str) -> None:
+    agents = Agents(load(tmp_path, MARKET, module))
+    ledger = agents.tables["jobs-maker"]["asks"]
+
+    def maker(type: str, payload: dict[str, Any]) -> list[Emit]:
+        return agents.run("jobs-maker", new_event(type, {"ask_id": "a1", **payload}, source="t", timestamp=0), "a1")
+
+    maker("ask.opened", {"ask": {"n": 1}, "close_ms": 10**15})
+    maker("bid", {"solver": "cheap", "price": 1.0, "confidence": 0.5, "tokens": 0})
+    (first,) = maker("bid", {"solver": "fast", "price": 3.0, "confidence": 0.8, "tokens": 0})  # max_bids (2) reached
+    ledger["a1"] = {**ledger["a1"], "timeout_ms": 0}  # the winner's execution time is up
+    (deadline,) = agents.run("jobs-maker", new_event(TICK, {}, source="clock", timestamp=0))
+    (second,) = agents.run("jobs-maker", delivered(deadline), "a1")
+    late = maker("result.completed", {"solver": "fast", "award": 1, "result": {}})
+    (filled,) = maker("result.completed", {"solver": "cheap", "award": 2, "result": {"ok": True}})
+
+    assert [(a.payload["solver"], a.payload["award"]) for a in (first, second)] == [("fast", 1), ("cheap", 2)]
+    assert late == []  # the timed-out winner's result no longer counts
+    assert (filled.type, filled.payload["solver"], filled.payload["awards"]) == ("ask.filled", "cheap", 2)

@@ -368,3 +368,20 @@ def test_a_winner_that_times_out_loses_the_ask_to_the_next_best_bid(tmp_path: Pa
     assert [(a.payload["solver"], a.payload["award"]) for a in (first, second)] == [("fast", 1), ("cheap", 2)]
     assert late == []  # the timed-out winner's result no longer counts
     assert (filled.type, filled.payload["solver"], filled.payload["awards"]) == ("ask.filled", "cheap", 2)
+
+
+def test_a_parent_past_its_deadline_rolls_up_without_the_slow_child_and_drops_its_entry(tmp_path: Path, module: str) -> None:
+    agents = Agents(load(tmp_path, HIERARCHICAL.replace("max_children: 2", "max_children: 2\n    deadline_s: 30"), module))
+    nodes = agents.tables["incident-supervisor"]["nodes"]
+    root = {"node": "r", "parent": None, "root": "r", "depth": 0, "type": "commander", "input": {}}
+    spawned = new_event("node.spawned", {**root, "children": [{"type": "host", "input": {}}] * 2}, source="t", timestamp=0)
+    fast, _slow = agents.run("incident-supervisor", spawned, "r")
+    agents.run("incident-supervisor", new_event("node.finished", {**fast.payload, "type": "host", "result": {"ok": 1}}, source="t", timestamp=0), "r")
+    nodes["r"] = {**nodes["r"], "deadline_ms": 0}
+
+    (deadline,) = agents.run("incident-supervisor", new_event(TICK, {}, source="clock", timestamp=0))
+    (completed,) = agents.run("incident-supervisor", delivered(deadline), deadline.key)
+
+    assert (deadline.type, deadline.payload, deadline.key) == ("node.deadline", {"node": "r"}, "r")
+    assert completed.payload == {"root": "r", "result": {"done": 1}}
+    assert list(nodes) == ["r"]  # the slow child's entry is tombstoned with its parent's

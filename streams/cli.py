@@ -21,6 +21,8 @@ from streams.broker import BrokerProfile, EmbeddedBroker, detect_profile
 from streams.dlq import Selection, list_dead_letters, purge, redrive, show_dead_letter
 from streams.edge import build_outgoing, send, tail
 from streams.errors import KappaError, TopologyError
+from streams.graph import to_dot, to_svg
+from streams.patterns.show import show
 from streams.replay import replay_agent, target_from
 from streams.settings import Settings, load_settings
 from streams.topology import Topology, load_topology
@@ -49,8 +51,9 @@ def _parser() -> argparse.ArgumentParser:
     broker.set_defaults(run=_broker)
 
     topology = sub.add_parser("topology", help="validate and describe topology.yaml")
-    topology.add_argument("action", choices=["check"])
+    topology.add_argument("action", choices=["check", "show", "graph"], help="show: what patterns expand into; graph: DOT + SVG")
     topology.add_argument("file", nargs="?", type=Path)
+    topology.add_argument("--out", type=Path, default=Path("topology.svg"), help="graph: the SVG to write (the .dot goes next to it)")
     topology.set_defaults(run=_topology)
 
     topics = sub.add_parser("topics", help="create/update the topics topology.yaml declares")
@@ -110,6 +113,10 @@ def _parser() -> argparse.ArgumentParser:
     dlq_purge.add_argument("--dry-run", action="store_true")
     dlq_purge.set_defaults(run=_dlq_purge)
 
+    example = sub.add_parser("example", help="run one multi-agent pattern's example end to end and show who did what")
+    example.add_argument("name", help="orchestrator-worker, hierarchical, market or blackboard")
+    example.set_defaults(run=_example)
+
     demo = sub.add_parser("demo", help="run the fraud/compliance demo end to end and show what happens")
     demo.add_argument("--events", type=int, default=1000)
     demo.set_defaults(run=_demo)
@@ -139,8 +146,20 @@ def _topology(args: argparse.Namespace, _: list[str]) -> int:
             print(problem, file=sys.stderr)
         print(f"{len(exc.problems)} problem(s) in {path}", file=sys.stderr)
         return 1
-    print(topology.summary())
+    if args.action == "show":
+        print(show(topology))
+    elif args.action == "graph":
+        print(_graph(topology, args.out))
+    else:
+        print(topology.summary())
     return 0
+
+
+def _graph(topology: Topology, out: Path) -> str:
+    dot = out.with_suffix(".dot")
+    dot.write_text(to_dot(topology))
+    out.write_text(to_svg(topology))
+    return f"wrote {dot} (Graphviz: dot -Tpng {dot} -o {out.with_suffix('.png')}) and {out}"
 
 
 def _topics(args: argparse.Namespace, _: list[str]) -> int:
@@ -209,6 +228,14 @@ def _dlq_purge(args: argparse.Namespace, _: list[str]) -> int:
     rt = _runtime(args)
     print(purge(rt.profile, rt.topology, args.agent, args.before, dry_run=args.dry_run))
     return 0
+
+
+def _example(args: argparse.Namespace, _: list[str]) -> int:
+    from streams.examples import example_topology, run_example  # imports faust: only where needed
+
+    settings = load_settings()
+    topology = example_topology(args.name, settings.namespace)
+    return run_example(args.name, topology, settings, detect_profile(settings))
 
 
 def _demo(args: argparse.Namespace, _: list[str]) -> int:

@@ -16,7 +16,7 @@ import sys
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -78,7 +78,7 @@ def run_demo(topology: Topology, settings: Settings, profile: BrokerProfile, *, 
     topics, progress = DemoTopics.of(topology), Progress()
     with broker_for_run(settings):
         print(f"broker at {profile.bootstrap}; {apply_topics(profile, topics_wanted(topology))}")
-        with _workers(settings) as log_path, _reader(profile, topics.all()) as reader:
+        with run_workers(settings) as log_path, topic_reader(profile, topics.all()) as reader:
             print(f"workers started (log: {log_path}); publishing {events} transactions ...")
             for topic, items in _workload(events).items():
                 send(profile, topology, topic, items)
@@ -176,11 +176,11 @@ def _print_final(progress: Progress, topics: DemoTopics) -> None:
 
 
 @contextmanager
-def _workers(settings: Settings) -> Iterator[Path]:
-    """All agents' workers as one supervised child process, stopped on exit."""
+def run_workers(settings: Settings, extra_env: Mapping[str, str] | None = None) -> Iterator[Path]:
+    """All agents' workers as one supervised child process, stopped on exit; ``extra_env`` overrides ours."""
     log_path = settings.state_dir / "logs" / "workers.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    env = {"KAPPA_OFFLINE_LATENCY_MS": DEMO_LATENCY_MS, **os.environ}
+    env = {"KAPPA_OFFLINE_LATENCY_MS": DEMO_LATENCY_MS, **os.environ, **(extra_env or {})}
     with log_path.open("ab") as log:
         child = subprocess.Popen([sys.executable, "-m", "streams.cli", "worker"], stdout=log, stderr=subprocess.STDOUT, env=env)
         try:
@@ -196,7 +196,7 @@ def _workers(settings: Settings) -> Iterator[Path]:
 
 
 @contextmanager
-def _reader(profile: BrokerProfile, topics: list[str]) -> Iterator[Consumer]:
+def topic_reader(profile: BrokerProfile, topics: list[str]) -> Iterator[Consumer]:
     """A group-less consumer over every partition of ``topics`` from the beginning."""
     consumer = Consumer(profile.consumer_config(f"kappa-demo-reader-{uuid.uuid4().hex[:8]}"))
     try:

@@ -80,7 +80,13 @@ class AgentRunner:
         return replace(event, attempt=delivery.attempt)
 
     def _check_chain(self, event: Event) -> None:
-        """An event whose chain already passed through this agent, or too many agents, is circular."""
+        """An event whose chain already passed through this agent, or too many agents, is circular.
+
+        Pattern agents loop by design (a board, re-awards, a tree); their pattern
+        bounds the loop (rounds, awards, depth), so their chains start afresh.
+        """
+        if self._spec.pattern is not None:
+            return
         hops = self._topology.failures.max_hops
         if self._spec.name in event.lineage or len(event.lineage) >= hops:
             chain = " -> ".join([*event.lineage, self._spec.name])
@@ -95,6 +101,8 @@ class AgentRunner:
 
     def _output(self, cause: Event, emit: Emit, index: int, key: bytes | None) -> Record:
         event = cause.caused(emit.type, emit.payload, source=self._spec.name, index=index, timestamp=self._now_ms())
+        if self._spec.pattern is not None:
+            event = replace(event, lineage=(self._spec.name,))
         out_key = emit.key.encode() if emit.key is not None else key
         return Record(self._topology.topic_name(emit.topic), out_key, encode(event), current_trace_headers())
 

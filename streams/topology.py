@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import fastavro
 import yaml
@@ -26,11 +26,14 @@ from fastavro.schema import SchemaParseException
 
 from streams.errors import TopologyError
 
+if TYPE_CHECKING:
+    from streams.patterns.common import Pattern
+
 SCHEMA_DIR = "schemas"
 """Avro schemas live in ``schemas/<Name>.avsc`` next to the topology file."""
 DLQ_SUFFIX = ".dlq"
 
-_TOP_LEVEL_KEYS = ("app", "events", "topics", "agents", "failures")
+_TOP_LEVEL_KEYS = ("app", "events", "topics", "agents", "failures", "patterns")
 _FAILURE_KEYS = ("retry_delays_s", "max_hops", "dlq_depth_warning", "categories")
 _CATEGORY_KEYS = ("retryable", "max_attempts")
 _EVENT_KEYS = ("schema",)
@@ -102,6 +105,10 @@ class AgentSpec:
     """A handler call running longer fails as ``tool_timeout``."""
     version: str = "1"
     """Recorded on dead letters, so a fix can be told apart from the code that failed."""
+    pattern: str | None = None
+    """The ``patterns:`` entry this agent was expanded from; ``streams.patterns`` binds its handler."""
+    tick_s: float | None = None
+    """Set: the runtime posts a tick to each of its assigned input partitions this often (deadlines)."""
 
 
 @dataclass(frozen=True)
@@ -159,6 +166,8 @@ class Topology:
     topics: Mapping[str, TopicSpec]
     agents: Mapping[str, AgentSpec]
     failures: FailurePolicy = field(default_factory=FailurePolicy)
+    patterns: Mapping[str, Pattern] = field(default_factory=lambda: MappingProxyType({}))
+    """What each ``patterns:`` entry expanded into; its topics and agents are in ``topics``/``agents`` too."""
 
     def topic_name(self, logical: str) -> str:
         """The physical Kafka topic."""
@@ -384,8 +393,18 @@ def _parse(root: _Node, path: Path, namespace: str, handler_dir: Path | None, re
     topics = _section(fields.get("topics"), report, lambda n, e: _parse_topic(n, e, events, report))
     agents = _section(fields.get("agents"), report, lambda n, e: _parse_agent(n, e, topics, handler_dir, report))
     failures = _parse_failures(fields.get("failures"), report)
+    from streams.patterns import expand  # the patterns package builds on this module's parser
+
+    expansion = expand(fields.get("patterns"), agents, handler_dir, report)
     return Topology(
-        path, app, namespace, MappingProxyType(events), MappingProxyType(topics), MappingProxyType(agents), failures
+        path,
+        app,
+        namespace,
+        MappingProxyType(events),
+        MappingProxyType({**expansion.topics, **topics}),
+        MappingProxyType({**agents, **expansion.agents}),
+        failures,
+        MappingProxyType(expansion.patterns),
     )
 
 

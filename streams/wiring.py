@@ -33,11 +33,13 @@ from streams.envelope import Origin
 from streams.failures import due_ms
 from streams.intake import Intake
 from streams.model import model_from_env
+from streams.patterns import bind_handler
+from streams.patterns.clock import ticker
 from streams.producer import AsyncProducer
 from streams.records import Headers, Incoming
 from streams.runner import AgentRunner
 from streams.settings import Settings
-from streams.topology import AgentSpec, Topology, import_handler
+from streams.topology import AgentSpec, Topology
 from streams.types import Model
 
 FETCH_BATCH = 500
@@ -74,7 +76,7 @@ def build_agent_app(
     )
     tables = {name: _table(app, name, topology, spec) for name in spec.tables}
     effects_table = _table(app, EFFECTS_TABLE, topology, spec)
-    handler = import_handler(spec.handler, topology.path.parent)
+    handler = bind_handler(topology, spec, profile)
     horizon = horizon_of(read_to_end(profile, topology.topic_name(topology.replays_topic(agent))))
 
     def stream_agent(name: str, logical_topics: list[str], *, delayed: bool) -> None:
@@ -98,6 +100,8 @@ def build_agent_app(
     stream_agent(agent, [*spec.inputs, topology.redrive_topic(agent)], delayed=False)
     for level in range(1, len(topology.failures.retry_delays_s) + 1):
         stream_agent(f"{agent}-retry-{level}", [topology.retry_topic(agent, level)], delayed=True)
+    if spec.tick_s is not None:
+        app.task(ticker(lambda: app.assignor.assigned_actives(), topology, spec, profile))
     return AgentApp(app, spec, tables)
 
 

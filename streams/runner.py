@@ -16,9 +16,10 @@ from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import replace
 from typing import Any
 
+from streams.actions import ActionLog, HandlerActions, RecordedEffectScope, RecordingModel
 from streams.catalog import EventCatalog
 from streams.context import AgentContext, run_handler
-from streams.effects import EffectScope, SideEffects
+from streams.effects import SideEffects
 from streams.envelope import Event, decode, encode
 from streams.errors import CircularDelegation, EnvelopeError
 from streams.failures import Delivery, Failure, dead_letter_record, retry_record
@@ -56,28 +57,33 @@ class AgentRunner:
         self._clock = clock
         self._catalog = EventCatalog(topology)
         self._logical = {topology.topic_name(name): name for name in spec.inputs}
+        self._consumed = topology.consumed_topics()
+        self._action_log = ActionLog.of(topology)
 
     async def process(self, record: Incoming) -> None:
         delivery = Delivery.of(record)
         logical = self._logical[delivery.topic]
+        actions: HandlerActions | None = None
         with consuming(self._spec.name, logical, record.headers):
             try:
-                event = self._decode(logical, record, delivery)
-                outputs = await asyncio.wait_for(self._handle(event, record.key, delivery), self._spec.timeout_s)
+                event = replace(decode(record.value, record.origin), attempt=delivery.attempt)
+                actions = HandlerActions(self._spec.name, event, self._clock)
+                self._check(logical, event)
+                outputs = await asyncio.wait_for(self._handle(event, record.key, delivery, logical, actions), self._spec.timeout_s)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # every failure is data: routed by category, never a crash
-                await self._fail(record, delivery, classify(exc))
+                await self._fail(record, delivery, classify(exc), actions)
                 return
+            # The action log first: an agent downstream of these outputs then logs after us.
+            await self._producer.send(self._action_log.records(actions.actions))
             await self._producer.send(outputs)
 
-    def _decode(self, logical: str, record: Incoming, delivery: Delivery) -> Event:
-        event = decode(record.value, record.origin)
+    def _check(self, logical: str, event: Event) -> None:
         problem = self._catalog.problem(logical, event.type, event.payload)
         if problem is not None:
             raise EnvelopeError(problem)
         self._check_chain(event)
-        return replace(event, attempt=delivery.attempt)
 
     def _check_chain(self, event: Event) -> None:
         """An event whose chain already passed through this agent, or too many agents, is circular."""
@@ -86,22 +92,30 @@ class AgentRunner:
             chain = " -> ".join([*event.lineage, self._spec.name])
             raise CircularDelegation(f"delegation chain {chain} revisits an agent or exceeds max_hops {hops}")
 
-    async def _handle(self, event: Event, key: bytes | None, delivery: Delivery) -> list[Record]:
+    async def _handle(self, event: Event, key: bytes | None, delivery: Delivery, topic: str, actions: HandlerActions) -> list[Record]:
         text_key = key.decode("utf-8", "replace") if key is not None else None
-        scope = EffectScope(self._effects, delivery, event.task_id)
-        ctx = AgentContext(self._spec, text_key, self._model, self._tables, self._catalog, scope)
-        outputs = await run_handler(self._handler, event, ctx)
-        return [self._output(event, emit, i, key) for i, emit in enumerate(outputs)]
+        scope = RecordedEffectScope(self._effects, delivery, event.task_id, actions)
+        ctx = AgentContext(self._spec, text_key, RecordingModel(self._model, actions), self._tables, self._catalog, scope)
+        actions.started(topic)
+        emits = await run_handler(self._handler, event, ctx)
+        outputs = [event.caused(e.type, e.payload, source=self._spec.name, index=i, timestamp=self._now_ms()) for i, e in enumerate(emits)]
+        actions.emitted(topic, outputs, [emit.topic for emit in emits])
+        if not self._consumed.intersection(emit.topic for emit in emits):
+            actions.state("completed", f"{self._spec.name} left nothing for another agent")
+        return [self._output(output, emit, key) for output, emit in zip(outputs, emits)]
 
-    def _output(self, cause: Event, emit: Emit, index: int, key: bytes | None) -> Record:
-        event = cause.caused(emit.type, emit.payload, source=self._spec.name, index=index, timestamp=self._now_ms())
+    def _output(self, event: Event, emit: Emit, key: bytes | None) -> Record:
         out_key = emit.key.encode() if emit.key is not None else key
         return Record(self._topology.topic_name(emit.topic), out_key, encode(event), current_trace_headers())
 
-    async def _fail(self, record: Incoming, delivery: Delivery, failure: Failure) -> None:
+    async def _fail(self, record: Incoming, delivery: Delivery, failure: Failure, actions: HandlerActions | None) -> None:
         agent, topology = self._spec.name, self._topology
         level = topology.failures.retry_level(failure.category, delivery.attempt)
         where = f"topic '{delivery.topic}' partition {delivery.partition} offset {delivery.offset} (attempt {delivery.attempt})"
+        logged = []
+        if actions is not None:  # an undecodable record belongs to no task
+            actions.failed(failure.category, failure.error, final=level is None)
+            logged = self._action_log.records(actions.actions)
         if level is None:
             log.warning("agent %s dead-letters %s as %s: %s", agent, where, failure.category, failure.error)
             dlq = topology.topic_name(topology.dead_letter_topic(agent))
@@ -110,7 +124,7 @@ class AgentRunner:
             log.info("agent %s retries %s at level %d (%s): %s", agent, where, level, failure.category, failure.error)
             topic = topology.topic_name(topology.retry_topic(agent, level))
             out = retry_record(record, delivery, failure, topic, topology.failures.retry_delays_s[level - 1])
-        await self._producer.send([out])
+        await self._producer.send([*logged, out])
 
     def _now_ms(self) -> int:
         return int(self._clock() * 1000)

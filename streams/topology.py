@@ -29,6 +29,8 @@ from streams.errors import TopologyError
 SCHEMA_DIR = "schemas"
 """Avro schemas live in ``schemas/<Name>.avsc`` next to the topology file."""
 DLQ_SUFFIX = ".dlq"
+ACTIONS_TOPIC = "agents.actions"
+"""The action log every agent's runtime writes (``streams.actions``); declare it under topics: to size it."""
 
 _TOP_LEVEL_KEYS = ("app", "events", "topics", "agents", "failures")
 _FAILURE_KEYS = ("retry_delays_s", "max_hops", "dlq_depth_warning", "categories")
@@ -194,6 +196,15 @@ class Topology:
             self.replays_topic(agent),
         ]
 
+    def actions_partitions(self) -> int:
+        """Partitions of the action log: as declared, else as many as the widest declared topic."""
+        declared = self.topics.get(ACTIONS_TOPIC)
+        return declared.partitions if declared else max((t.partitions for t in self.topics.values()), default=1)
+
+    def consumed_topics(self) -> frozenset[str]:
+        """Logical topics some agent reads: an output elsewhere leaves work for no one."""
+        return frozenset(name for agent in self.agents.values() for name in agent.inputs)
+
     def input_partitions(self, agent: str) -> int:
         """Partitions of the agent's inputs: its tables and failure topics have as many."""
         return max(self.topics[name].partitions for name in self.agents[agent].inputs)
@@ -216,6 +227,8 @@ class Topology:
             for name in self.failure_topics(agent.name)
             if name not in self.topics
         ]
+        if ACTIONS_TOPIC not in self.topics:
+            derived.append(TopicSpec(ACTIONS_TOPIC, self.actions_partitions(), max(t.replication for t in self.topics.values())))
         return sorted([*self.topics.values(), *derived], key=lambda topic: topic.name)
 
     def schema_path(self, event_type: str) -> Path | None:

@@ -411,7 +411,7 @@ def test_namespace_prefixes_physical_topics_and_consumer_groups(tmp_path: Path) 
     assert "namespace 'test-1.'" in topology.summary()
 
 
-def test_all_topics_adds_each_agents_retry_redrive_dead_letter_and_replays_topics(tmp_path: Path) -> None:
+def test_all_topics_adds_each_agents_failure_topics_and_the_action_log(tmp_path: Path) -> None:
     path = write(tmp_path, """\
         app: demo
         events: {e: {}}
@@ -427,6 +427,7 @@ def test_all_topics_adds_each_agents_retry_redrive_dead_letter_and_replays_topic
     assert topology.dead_letter_topic("fraud") == "fraud.dlq"
     assert [(t.name, t.partitions, t.replication, t.cleanup_policy) for t in topology.all_topics()] == [
         ("a", 1, 1, "delete"),
+        ("agents.actions", 2, 3, "delete"),
         ("audit.dlq", 1, 1, "delete"),
         ("audit.redrive", 1, 1, "delete"),
         ("audit.replays", 1, 1, "compact"),

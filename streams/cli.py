@@ -23,7 +23,7 @@ from streams.edge import build_outgoing, send, tail
 from streams.errors import KappaError, TopologyError
 from streams.replay import replay_agent, target_from
 from streams.settings import Settings, load_settings
-from streams.topology import Topology, load_topology
+from streams.topology import PROJECTIONS, Topology, load_topology
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
@@ -58,7 +58,7 @@ def _parser() -> argparse.ArgumentParser:
     topics.set_defaults(run=_topics)
 
     worker = sub.add_parser("worker", help="run agents (all, or --agent NAME); faust's worker flags pass through")
-    worker.add_argument("--agent", help="run only this agent in this process")
+    worker.add_argument("--agent", help="run only this agent in this process (or the built-in `projections`)")
     worker.set_defaults(run=_worker)
 
     send = sub.add_parser("send", help="publish JSON events onto a topic")
@@ -110,6 +110,10 @@ def _parser() -> argparse.ArgumentParser:
     dlq_purge.add_argument("--dry-run", action="store_true")
     dlq_purge.set_defaults(run=_dlq_purge)
 
+    projections = sub.add_parser("projections", help="the read side folded from agents.actions (worker --agent projections)")
+    projections.add_argument("action", choices=["rebuild"], help="rebuild: forget the projections so the next worker re-folds the whole log")
+    projections.set_defaults(run=_projections)
+
     demo = sub.add_parser("demo", help="run the fraud/compliance demo end to end and show what happens")
     demo.add_argument("--events", type=int, default=1000)
     demo.set_defaults(run=_demo)
@@ -155,7 +159,12 @@ def _worker(args: argparse.Namespace, faust_args: list[str]) -> int:
 
     rt = _runtime(args)
     if args.agent is None:
-        return supervise(list(rt.topology.agents), faust_args)
+        return supervise([*rt.topology.agents, PROJECTIONS], faust_args)
+    if args.agent == PROJECTIONS:
+        from streams.projections import run_projections
+
+        run_projections(rt.topology, rt.settings, rt.profile, faust_args)
+        return 0
     if args.agent not in rt.topology.agents:
         raise KappaError(f"no agent '{args.agent}' in {rt.topology.path.name}; agents: {', '.join(rt.topology.agents)}")
     run_agent(rt.topology, args.agent, rt.settings, rt.profile, faust_args)
@@ -208,6 +217,14 @@ def _dlq_redrive(args: argparse.Namespace, _: list[str]) -> int:
 def _dlq_purge(args: argparse.Namespace, _: list[str]) -> int:
     rt = _runtime(args)
     print(purge(rt.profile, rt.topology, args.agent, args.before, dry_run=args.dry_run))
+    return 0
+
+
+def _projections(args: argparse.Namespace, _: list[str]) -> int:
+    from streams.projections import rebuild_projections  # imports faust: only where needed
+
+    rt = _runtime(args)
+    print(rebuild_projections(rt.topology, rt.settings, rt.profile))
     return 0
 
 

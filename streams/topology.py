@@ -31,6 +31,8 @@ SCHEMA_DIR = "schemas"
 DLQ_SUFFIX = ".dlq"
 ACTIONS_TOPIC = "agents.actions"
 """The action log every agent's runtime writes (``streams.actions``); declare it under topics: to size it."""
+PROJECTIONS = "projections"
+"""The built-in worker that folds the action log into the read side (``streams.projections``)."""
 
 _TOP_LEVEL_KEYS = ("app", "events", "topics", "agents", "failures")
 _FAILURE_KEYS = ("retry_delays_s", "max_hops", "dlq_depth_warning", "categories")
@@ -227,8 +229,10 @@ class Topology:
             for name in self.failure_topics(agent.name)
             if name not in self.topics
         ]
-        if ACTIONS_TOPIC not in self.topics:
-            derived.append(TopicSpec(ACTIONS_TOPIC, self.actions_partitions(), max(t.replication for t in self.topics.values())))
+        replication = max((t.replication for t in self.topics.values()), default=1)
+        for name in (ACTIONS_TOPIC, self.dead_letter_topic(PROJECTIONS)):
+            if name not in self.topics:
+                derived.append(TopicSpec(name, self.actions_partitions(), replication))
         return sorted([*self.topics.values(), *derived], key=lambda topic: topic.name)
 
     def schema_path(self, event_type: str) -> Path | None:

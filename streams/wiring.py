@@ -105,7 +105,7 @@ async def _feed(
 ) -> None:
     async def handle(event: EventT) -> None:
         _current_event.set(weakref.ref(event))  # faust tables find their partition through it
-        await runner.process(_incoming(event))
+        await runner.process(incoming_of(event))
 
     async def release(event: EventT) -> None:
         await stream.ack(event)
@@ -150,7 +150,7 @@ def changelog_topics(topology: Topology, agent: str) -> list[str]:
     return [f"{topology.group_id(agent)}-{table}-changelog" for table in topology.agents[agent].tables]
 
 
-def _incoming(event: EventT) -> Incoming:
+def incoming_of(event: EventT) -> Incoming:
     message = event.message
     origin = Origin(message.topic, message.partition, message.offset, int(message.timestamp * 1000))
     return Incoming(origin, message.key, message.value, _headers(message.headers))

@@ -440,6 +440,7 @@ def test_all_topics_adds_each_agents_failure_topics_and_the_action_log(tmp_path:
         ("fraud.replays", 2, 3, "compact"),
         ("fraud.retry.1", 2, 3, "delete"),
         ("fraud.retry.2", 2, 3, "delete"),
+        ("projections.dlq", 2, 3, "delete"),
     ]
 
 

@@ -241,19 +241,32 @@ class RecordedEffectScope(EffectScope):
             self.actions.add("ToolResult", {**outcome, "duration_ms": int((time.monotonic() - started) * 1000)})
 
 
-def read_actions(profile: BrokerProfile, log: ActionLog) -> list[Action]:
-    """The whole action log as it is now, in log order per partition."""
-    return [log.codec.decode(record.value) for record in read_to_end(profile, log.topic)]
+@dataclass(frozen=True)
+class Logged:
+    """An action and where it sits in the log."""
+
+    partition: int
+    offset: int
+    action: Action
 
 
-def task_history(actions: Iterable[Action], task_id: str) -> list[Action]:
+def read_log(profile: BrokerProfile, log: ActionLog, task_id: str | None = None) -> list[Logged]:
+    """The action log as it is now, in log order per partition; with ``task_id``, only that task's partition."""
+    only = None if task_id is None else task_partition(task_id, log.partitions)
+    return [
+        Logged(record.origin.partition, record.origin.offset, log.codec.decode(record.value))
+        for record in read_to_end(profile, log.topic, only)
+    ]
+
+
+def task_story(logged: Iterable[Logged], task_id: str) -> list[Logged]:
     """One task's actions in log order, duplicates (redeliveries) dropped."""
     seen: set[str] = set()
     story = []
-    for action in actions:
-        if action.task_id == task_id and action.action_id not in seen:
-            seen.add(action.action_id)
-            story.append(action)
+    for entry in logged:
+        if entry.action.task_id == task_id and entry.action.action_id not in seen:
+            seen.add(entry.action.action_id)
+            story.append(entry)
     return story
 
 

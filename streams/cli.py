@@ -16,6 +16,7 @@ from pathlib import Path
 
 import orjson
 
+from streams.actions import ActionLog
 from streams.admin import apply_topics, topics_wanted
 from streams.broker import BrokerProfile, EmbeddedBroker, detect_profile
 from streams.dlq import Selection, list_dead_letters, purge, redrive, show_dead_letter
@@ -23,7 +24,9 @@ from streams.edge import build_outgoing, send, tail
 from streams.errors import KappaError, TopologyError
 from streams.replay import replay_agent, target_from
 from streams.settings import Settings, load_settings
+from streams.timetravel import Cutoff, history_lines, load_story, show_lines, task_at
 from streams.topology import PROJECTIONS, Topology, load_topology
+from streams.types import JsonObject
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
@@ -109,6 +112,23 @@ def _parser() -> argparse.ArgumentParser:
     dlq_purge.add_argument("--agent", help="only this agent (default: every agent)")
     dlq_purge.add_argument("--dry-run", action="store_true")
     dlq_purge.set_defaults(run=_dlq_purge)
+
+    task = sub.add_parser("task", help="one task from the action log: its state, history, state at a point in time")
+    task_actions = task.add_subparsers(dest="action", required=True, metavar="ACTION")
+    task_show = task_actions.add_parser("show", help="state, history summary and decisions (as GET /tasks/ID)")
+    task_show.add_argument("id", metavar="ID")
+    task_show.add_argument("--json", action="store_true", help="print the JSON view")
+    task_show.set_defaults(run=_task_show)
+    task_history = task_actions.add_parser("history", help="every state the task passed through and the action that caused it")
+    task_history.add_argument("id", metavar="ID")
+    task_history.set_defaults(run=_task_history)
+    task_state = task_actions.add_parser("state", help="the task as it was at a time or log offset, folded from the log")
+    task_state.add_argument("id", metavar="ID")
+    point = task_state.add_mutually_exclusive_group(required=True)
+    point.add_argument("--at", type=datetime.fromisoformat, metavar="ISO", help="a time with its timezone")
+    point.add_argument("--at-offset", type=int, metavar="N", help="an offset in the task's partition of agents.actions (see `task history`)")
+    task_state.add_argument("--json", action="store_true", help="print the JSON view")
+    task_state.set_defaults(run=_task_state)
 
     projections = sub.add_parser("projections", help="the read side folded from agents.actions (worker --agent projections)")
     projections.add_argument("action", choices=["rebuild"], help="rebuild: forget the projections so the next worker re-folds the whole log")
@@ -218,6 +238,29 @@ def _dlq_purge(args: argparse.Namespace, _: list[str]) -> int:
     rt = _runtime(args)
     print(purge(rt.profile, rt.topology, args.agent, args.before, dry_run=args.dry_run))
     return 0
+
+
+def _task_show(args: argparse.Namespace, _: list[str]) -> int:
+    rt = _runtime(args)
+    _print_task(task_at(load_story(rt.profile, ActionLog.of(rt.topology), args.id)), as_json=args.json)
+    return 0
+
+
+def _task_history(args: argparse.Namespace, _: list[str]) -> int:
+    rt = _runtime(args)
+    print("\n".join(history_lines(load_story(rt.profile, ActionLog.of(rt.topology), args.id))))
+    return 0
+
+
+def _task_state(args: argparse.Namespace, _: list[str]) -> int:
+    rt = _runtime(args)
+    story = load_story(rt.profile, ActionLog.of(rt.topology), args.id)
+    _print_task(task_at(story, Cutoff.of(args.at, args.at_offset)), as_json=args.json)
+    return 0
+
+
+def _print_task(task: JsonObject, *, as_json: bool) -> None:
+    print(orjson.dumps(task, option=orjson.OPT_INDENT_2).decode() if as_json else "\n".join(show_lines(task)))
 
 
 def _projections(args: argparse.Namespace, _: list[str]) -> int:

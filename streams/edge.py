@@ -100,12 +100,12 @@ def _read(consumer: Consumer, idle_s: float, limit: int | None) -> Iterator[Json
         yield describe(from_confluent(message))
 
 
-def read_to_end(profile: BrokerProfile, physical_topic: str) -> list[Incoming]:
-    """Every record of a topic, read to the partitions' real ends (not the reported ones)."""
+def read_to_end(profile: BrokerProfile, physical_topic: str, only: int | None = None) -> list[Incoming]:
+    """Every record of a topic (or of its partition ``only``), read to the real ends (not the reported ones)."""
     config = {**profile.consumer_config(f"kappa-reader-{uuid.uuid4().hex[:8]}"), "enable.partition.eof": True}
     consumer = Consumer(config)
     try:
-        partitions = _all_partitions(consumer, physical_topic)
+        partitions = [tp for tp in _all_partitions(consumer, physical_topic) if only in (None, tp.partition)]
         consumer.assign(partitions)
         return _until_eof(consumer, {tp.partition for tp in partitions})
     finally:

@@ -14,7 +14,7 @@ Asking for the state a task is already in is a redelivery, not a transition.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -85,6 +85,35 @@ def fold_tasks(actions: Iterable[Action]) -> dict[str, View]:
 def summary(task: View) -> View:
     """A task without its event list: what listings show."""
     return {k: v for k, v in task.items() if k != "events"}
+
+
+def task_view(task: View) -> View:
+    """What ``GET /tasks/ID`` and ``kappa-agents task show`` answer: the summary and the decisions made."""
+    return {**summary(task), "decisions": decisions(task["events"])}
+
+
+def decisions(events: Sequence[View]) -> list[View]:
+    """Each model decision with the event the agent was handling and the topic that event came from."""
+    topic_of: dict[str, str] = {}
+    made = []
+    for event in events:
+        detail = event["detail"]
+        if event["kind"] == "TaskCreated":
+            topic_of[detail["event_id"]] = detail["topic"]
+        elif event["kind"] == "ResultEmitted":
+            topic_of |= {output["event_id"]: output["topic"] for output in detail["outputs"]}
+        elif event["kind"] == "AgentDecision":
+            made.append({
+                "agent": event["agent"],
+                "at": event["timestamp"],
+                "model": detail["model"],
+                "prompt_digest": detail["prompt_digest"],
+                "summary": detail["summary"],
+                "tokens": detail["input_tokens"] + detail["output_tokens"],
+                "input_event": event["causation_id"],
+                "input_topic": topic_of.get(event["causation_id"] or "", "?"),
+            })
+    return made
 
 
 def fold_agent(stats: View | None, action: Action) -> View:

@@ -19,7 +19,7 @@ from faust.types import TableT
 from faust.web import Request, Response, View
 
 from streams.actions import ActionLog, task_partition
-from streams.lifecycle import STATES, merge_agents, summary
+from streams.lifecycle import STATES, merge_agents, summary, task_view
 
 LOCAL = "local"
 """Query parameter: answer from this worker's partitions only (how workers ask each other)."""
@@ -31,7 +31,7 @@ def add_views(app: faust.App, tasks: TableT[Any, Any], agents: TableT[Any, Any],
 
     @app.page("/tasks/{task_id}")
     async def task(view: View, request: Request, task_id: str) -> Response:
-        return await owners.answer(view, request, task_id, lambda found: summary(found))
+        return await owners.answer(view, request, task_id, task_view)
 
     @app.page("/tasks/{task_id}/events")
     async def task_events(view: View, request: Request, task_id: str) -> Response:

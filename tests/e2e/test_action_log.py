@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from streams.actions import ActionLog, read_actions, task_history
+from streams.actions import ActionLog, read_log, task_story
 from tests.e2e.harness import Cluster, payloads_of
 
 pytestmark = pytest.mark.e2e
@@ -17,9 +17,9 @@ def test_multi_agent_task_story_is_reconstructed_from_the_action_log_in_causal_o
     cluster.send("tickets.in", [{"id": "T1", "customer": "c7", "amount": 12_000}], key=lambda p: p["customer"], event_type="ticket.opened")
     assert payloads_of(cluster.read("tickets.resolved", 1))[0]["ticket"] == "T1"
 
-    actions = read_actions(cluster.profile, ActionLog.of(cluster.topology))
-    (task_id,) = {a.task_id for a in actions}
-    story = task_history(actions, task_id)
+    logged = read_log(cluster.profile, ActionLog.of(cluster.topology))
+    (task_id,) = {entry.action.task_id for entry in logged}
+    story = [entry.action for entry in task_story(logged, task_id)]
 
     assert [(a.agent, a.kind) for a in story] == [
         ("triage", "TaskCreated"),

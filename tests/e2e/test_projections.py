@@ -3,20 +3,14 @@
 from __future__ import annotations
 
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-import orjson
 import pytest
 from rocksdict import AccessType, Options, Rdict
 
-from streams.edge import Outgoing, send
-from streams.envelope import new_event
 from tests.conftest import free_port
-from tests.e2e.harness import Cluster, Worker
+from tests.e2e.harness import Cluster
+from tests.e2e.read_side import completed, get, send_tickets, start_projections, until
 
 pytestmark = pytest.mark.e2e
 
@@ -24,38 +18,10 @@ FAUST_OFFSET_KEY = b"__faust\x00offset__"
 """faust's own bookkeeping in each RocksDB partition, not part of a projection."""
 
 
-def get(port: int, path: str) -> tuple[int, Any]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as response:
-            return response.status, orjson.loads(response.read())
-    except urllib.error.HTTPError as error:
-        return error.code, orjson.loads(error.read())
-    except (urllib.error.URLError, ConnectionError):
-        return 0, None
-
-
-def until(what: str, probe: Callable[[], Any], timeout: float = 60.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := probe():
-            return value
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def start_projections(cluster: Cluster, port: int) -> Worker:
-    return cluster.start("projections", extra_env={"KAPPA_QUERY_PORT": str(port)})
-
-
-def send_tickets(cluster: Cluster, tickets: list[dict[str, Any]], *, task_id: str | None = None) -> None:
-    items = [Outgoing(new_event("ticket.opened", t, source="test", timestamp=int(time.time() * 1000), task_id=task_id), t["customer"]) for t in tickets]
-    send(cluster.profile, cluster.topology, "tickets.in", items)
-
-
 def table_bytes(tables: Path) -> dict[str, dict[bytes, bytes]]:
     """Every projection table's raw RocksDB contents, per partition file."""
     stores = sorted(tables.rglob("*.db"))
-    assert stores, f"no projection tables under {state_dir}"
+    assert stores, f"no projection tables under {tables}"
     contents = {}
     for path in stores:
         db = Rdict(str(path), options=Options(raw_mode=True), access_type=AccessType.read_only())
@@ -72,7 +38,7 @@ def test_projections_rebuilt_from_scratch_equal_the_live_ones(tasks_cluster: Clu
     cluster.start("resolver")
     projections = start_projections(cluster, port)
     send_tickets(cluster, [{"id": f"T{i}", "customer": f"c{i}", "amount": 500 * i} for i in range(1, 5)])
-    tasks = until("4 completed tasks", lambda: (r := get(port, "/tasks?state=completed"))[0] == 200 and len(r[1]) == 4 and r[1])
+    tasks = until("4 completed tasks", lambda: completed(port, 4))
     # The same task entering again after it completed: an illegal completed -> working, rejected.
     send_tickets(cluster, [{"id": "T1-again", "customer": "c1", "amount": 1}], task_id=tasks[0]["task_id"])
     events = until("the rejection", lambda: [e for e in get(port, f"/tasks/{tasks[0]['task_id']}/events")[1]["events"] if e["kind"] == "TransitionRejected"])

@@ -34,6 +34,7 @@ from streams.edge import read_to_end
 from streams.effects import EffectScope
 from streams.envelope import SCHEMA_DIR, Event
 from streams.errors import EnvelopeError
+from streams.human import Question
 from streams.records import Record
 from streams.topology import ACTIONS_TOPIC, Topology
 from streams.types import ChatMessage, Completion, JsonObject, Model
@@ -193,6 +194,25 @@ class HandlerActions:
     def emitted(self, topic: str, outputs: Sequence[Event], output_topics: Sequence[str]) -> None:
         listed = [{"topic": t, "event_type": o.type, "event_id": o.event_id} for o, t in zip(outputs, output_topics)]
         self.add("ResultEmitted", {"input_topic": topic, "outputs": listed})
+
+    def asked(self, question: Question, reply_topic: str, reply_partition: int, reply_key: bytes | None) -> None:
+        self.add("HumanInputRequested", {
+            "question": question.text,
+            "answer_schema": orjson.dumps(question.schema).decode(),
+            "reply_topic": reply_topic,
+            "reply_partition": reply_partition,
+            "reply_key": None if reply_key is None else reply_key.decode("utf-8", "replace"),
+            "timeout_s": question.timeout_s,
+            "on_timeout": question.on_timeout,
+        })
+        self.state("input-required", f"{self.agent} asked: {question.text}")
+
+    def answered(self, answer: JsonObject, question: Question) -> None:
+        self.add("HumanInputProvided", {"answer": orjson.dumps(answer).decode()})
+        self.state("working", f"a person answered: {question.text}")
+
+    def refused(self, answer: JsonObject, reason: str) -> None:
+        self.add("HumanInputRejected", {"answer": orjson.dumps(answer).decode(), "reason": reason})
 
     def failed(self, category: str, error: str, *, final: bool) -> None:
         """A final failure fails the task; a task whose entry event was refused before any handler ran is rejected."""

@@ -18,6 +18,7 @@ import orjson
 
 from streams.actions import ActionLog
 from streams.admin import apply_topics, topics_wanted
+from streams.answers import respond
 from streams.broker import BrokerProfile, EmbeddedBroker, detect_profile
 from streams.dlq import Selection, list_dead_letters, purge, redrive, show_dead_letter
 from streams.edge import build_outgoing, send, tail
@@ -129,6 +130,10 @@ def _parser() -> argparse.ArgumentParser:
     point.add_argument("--at-offset", type=int, metavar="N", help="an offset in the task's partition of agents.actions (see `task history`)")
     task_state.add_argument("--json", action="store_true", help="print the JSON view")
     task_state.set_defaults(run=_task_state)
+    task_respond = task_actions.add_parser("respond", help="answer the question a parked task waits on")
+    task_respond.add_argument("id", metavar="ID")
+    task_respond.add_argument("answer", metavar="JSON", help="the answer, matching the question's schema")
+    task_respond.set_defaults(run=_task_respond)
 
     projections = sub.add_parser("projections", help="the read side folded from agents.actions (worker --agent projections)")
     projections.add_argument("action", choices=["rebuild"], help="rebuild: forget the projections so the next worker re-folds the whole log")
@@ -256,6 +261,12 @@ def _task_state(args: argparse.Namespace, _: list[str]) -> int:
     rt = _runtime(args)
     story = load_story(rt.profile, ActionLog.of(rt.topology), args.id)
     _print_task(task_at(story, Cutoff.of(args.at, args.at_offset)), as_json=args.json)
+    return 0
+
+
+def _task_respond(args: argparse.Namespace, _: list[str]) -> int:
+    rt = _runtime(args)
+    print(respond(rt.profile, rt.topology, args.id, args.answer))
     return 0
 
 

@@ -66,14 +66,20 @@ def send(profile: BrokerProfile, topology: Topology, topic: str, items: Sequence
         for item in items
     ]
 
-    async def publish() -> None:
+    publish(profile, records)
+
+
+def publish(profile: BrokerProfile, records: Sequence[Record]) -> None:
+    """Publish records from outside an event loop; returns once the broker acknowledged every one."""
+
+    async def send_all() -> None:
         producer = AsyncProducer(profile.producer_config())
         try:
             await producer.send(records)
         finally:
             producer.close()
 
-    asyncio.run(publish())
+    asyncio.run(send_all())
 
 
 def tail(profile: BrokerProfile, physical_topic: str, *, idle_s: float = 2.0, limit: int | None = None) -> Iterator[JsonObject]:

@@ -23,12 +23,13 @@ from streams.effects import SideEffects
 from streams.envelope import Event, decode, encode
 from streams.errors import CircularDelegation, EnvelopeError
 from streams.failures import Delivery, Failure, dead_letter_record, retry_record
+from streams.human import ANSWER_TYPE, Conversation, InputRequired, Parked, Parking, answer_problem
 from streams.producer import AsyncProducer
 from streams.records import Incoming, Record
 from streams.topology import AgentSpec, Topology
 from streams.tracing import consuming, current_trace_headers
 from streams.triage import classify
-from streams.types import Emit, Handler, Model
+from streams.types import Emit, Handler, JsonObject, Model
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,7 @@ class AgentRunner:
         tables: Mapping[str, MutableMapping[str, Any]],
         producer: AsyncProducer,
         effects: SideEffects,
+        parking: Parking,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._topology = topology
@@ -54,9 +56,12 @@ class AgentRunner:
         self._tables = tables
         self._producer = producer
         self._effects = effects
+        self._parking = parking
         self._clock = clock
         self._catalog = EventCatalog(topology)
         self._logical = {topology.topic_name(name): name for name in spec.inputs}
+        self._human_topic = topology.human_topic(spec.name)
+        self._logical[topology.topic_name(self._human_topic)] = self._human_topic
         self._consumed = topology.consumed_topics()
         self._action_log = ActionLog.of(topology)
 
@@ -68,8 +73,12 @@ class AgentRunner:
             try:
                 event = replace(decode(record.value, record.origin), attempt=delivery.attempt)
                 actions = HandlerActions(self._spec.name, event, self._clock)
-                self._check(logical, event)
-                outputs = await asyncio.wait_for(self._handle(event, record.key, delivery, logical, actions), self._spec.timeout_s)
+                if logical == self._human_topic:
+                    outputs = await self._resume(event, actions)
+                else:
+                    self._check(logical, event)
+                    actions.started(logical)
+                    outputs = await self._call(record, logical, event, delivery, actions, []) or []
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # every failure is data: routed by category, never a crash
@@ -78,6 +87,39 @@ class AgentRunner:
             # The action log first: an agent downstream of these outputs then logs after us.
             await self._producer.send(self._action_log.records(actions.actions))
             await self._producer.send(outputs)
+
+    async def _call(
+        self, record: Incoming, topic: str, event: Event, delivery: Delivery, actions: HandlerActions, answers: list[JsonObject]
+    ) -> list[Record] | None:
+        """The handler's outputs, or None: it asked a person, and the call is parked until the answer."""
+        try:
+            return await asyncio.wait_for(self._handle(event, record.key, delivery, topic, actions, answers), self._spec.timeout_s)
+        except InputRequired as need:
+            await self._parking.park(event.task_id, Parked(record, topic, answers, need.question, self._now_ms()))
+            actions.asked(need.question, self._human_topic, record.origin.partition, record.key)
+            return None
+
+    async def _resume(self, answer: Event, actions: HandlerActions) -> list[Record]:
+        """A person answered: check the answer, then run the parked call again with every answer so far."""
+        parked = self._parking.waiting(answer.task_id)
+        if answer.type != ANSWER_TYPE:
+            problem: str | None = f"an answer is an event of type {ANSWER_TYPE!r}, not {answer.type!r}"
+        elif parked is None:
+            problem = "the task is not waiting for an answer"
+        else:
+            problem = answer_problem(parked.question.schema, answer.payload)
+        if problem is not None:
+            log.warning("agent %s refuses an answer for task %s: %s", self._spec.name, answer.task_id, problem)
+            actions.refused(answer.payload, problem)
+            return []
+        assert parked is not None
+        actions.answered(answer.payload, parked.question)
+        event = decode(parked.record.value, parked.record.origin)
+        outputs = await self._call(parked.record, parked.topic, event, Delivery.of(parked.record), actions, [*parked.answers, answer.payload])
+        if outputs is None:
+            return []
+        await self._parking.release(answer.task_id)
+        return outputs
 
     def _check(self, logical: str, event: Event) -> None:
         problem = self._catalog.problem(logical, event.type, event.payload)
@@ -92,11 +134,13 @@ class AgentRunner:
             chain = " -> ".join([*event.lineage, self._spec.name])
             raise CircularDelegation(f"delegation chain {chain} revisits an agent or exceeds max_hops {hops}")
 
-    async def _handle(self, event: Event, key: bytes | None, delivery: Delivery, topic: str, actions: HandlerActions) -> list[Record]:
+    async def _handle(
+        self, event: Event, key: bytes | None, delivery: Delivery, topic: str, actions: HandlerActions, answers: list[JsonObject]
+    ) -> list[Record]:
         text_key = key.decode("utf-8", "replace") if key is not None else None
         scope = RecordedEffectScope(self._effects, delivery, event.task_id, actions)
-        ctx = AgentContext(self._spec, text_key, RecordingModel(self._model, actions), self._tables, self._catalog, scope)
-        actions.started(topic)
+        model = RecordingModel(self._model, actions)
+        ctx = AgentContext(self._spec, text_key, model, self._tables, self._catalog, scope, Conversation(answers))
         emits = await run_handler(self._handler, event, ctx)
         outputs = [event.caused(e.type, e.payload, source=self._spec.name, index=i, timestamp=self._now_ms()) for i, e in enumerate(emits)]
         actions.emitted(topic, outputs, [emit.topic for emit in emits])

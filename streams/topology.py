@@ -184,16 +184,21 @@ class Topology:
         """Dead letters sent back to one agent (and no other) by ``kappa-agents dlq redrive``."""
         return f"{agent}.redrive"
 
+    def human_topic(self, agent: str) -> str:
+        """Answers to an agent's questions (``ctx.ask_human``), co-partitioned with its inputs."""
+        return f"{agent}.human"
+
     def replays_topic(self, agent: str) -> str:
         """Compacted record of where each ``kappa-agents replay`` moved the agent back from."""
         return f"{agent}.replays"
 
     def failure_topics(self, agent: str) -> list[str]:
-        """The agent's own runtime topics: retry levels, redrive, dead letters, replays (logical)."""
+        """The agent's own runtime topics: retry levels, redrive, human answers, dead letters, replays (logical)."""
         levels = range(1, len(self.failures.retry_delays_s) + 1)
         return [
             *(self.retry_topic(agent, n) for n in levels),
             self.redrive_topic(agent),
+            self.human_topic(agent),
             self.dead_letter_topic(agent),
             self.replays_topic(agent),
         ]

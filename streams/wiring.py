@@ -31,6 +31,8 @@ from streams.effects import TABLE as EFFECTS_TABLE
 from streams.effects import SideEffects, horizon_of
 from streams.envelope import Origin
 from streams.failures import due_ms
+from streams.human import TABLE as PARKED_TABLE
+from streams.human import Parking
 from streams.model import model_from_env
 from streams.producer import AsyncProducer
 from streams.records import Headers, Incoming
@@ -73,6 +75,7 @@ def build_agent_app(
     )
     tables = {name: _table(app, name, topology, spec) for name in spec.tables}
     effects_table = _table(app, EFFECTS_TABLE, topology, spec)
+    parked_table = _table(app, PARKED_TABLE, topology, spec)
     handler = import_handler(spec.handler, topology.path.parent)
     horizon = horizon_of(read_to_end(profile, topology.topic_name(topology.replays_topic(agent))))
 
@@ -86,15 +89,16 @@ def build_agent_app(
                 llm = model or model_from_env()
                 stack.push_async_callback(llm.aclose)
                 effects = SideEffects(effects_table, partial(_record_durably, effects_table), horizon)
-                runner = AgentRunner(topology, spec, handler, llm, tables, producer, effects)
+                parking = Parking(parked_table, partial(_record_durably, parked_table))
+                runner = AgentRunner(topology, spec, handler, llm, tables, producer, effects, parking)
                 await _feed(stream, runner, spec.concurrency, stack, delayed=delayed)
 
         app.agent(topic, name=name, supervisor_strategy=CrashingSupervisor)(consume)  # type: ignore[arg-type]  # faust passes a Stream
 
-    # Fresh events and redriven dead letters flow at once; each retry level is its
+    # Fresh events, redriven dead letters and people's answers flow at once; each retry level is its
     # own stream that waits for its records to fall due, so retries never hold up
     # the main flow (and a level's uniform delay keeps its records in due order).
-    stream_agent(agent, [*spec.inputs, topology.redrive_topic(agent)], delayed=False)
+    stream_agent(agent, [*spec.inputs, topology.redrive_topic(agent), topology.human_topic(agent)], delayed=False)
     for level in range(1, len(topology.failures.retry_delays_s) + 1):
         stream_agent(f"{agent}-retry-{level}", [topology.retry_topic(agent, level)], delayed=True)
     return AgentApp(app, spec, tables)

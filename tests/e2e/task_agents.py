@@ -23,3 +23,17 @@ async def resolve(event: Event, ctx: Context) -> Emit:
     ticket = event.payload
     answer = await ctx.model.complete([{"role": "user", "content": f"Summarize: refund of {ticket['amount']}. {ticket['risk']}"}])
     return Emit("tickets.resolved", "ticket.resolved", {"ticket": ticket["id"], "resolution": answer.text})
+
+
+APPROVAL = {
+    "type": "record",
+    "name": "Approval",
+    "fields": [{"name": "approve", "type": "boolean"}, {"name": "note", "type": "string"}],
+}
+
+
+async def approve(event: Event, ctx: Context) -> Emit:
+    """Refunds need a person's approval: the task waits for it without holding the worker."""
+    refund = event.payload
+    decision = await ctx.ask_human(f"Approve a refund of {refund['amount']} to {refund['customer']}?", schema=APPROVAL)
+    return Emit("refunds.decided", "refund.decided", {"id": refund["id"], "approved": decision["approve"], "note": decision["note"]})

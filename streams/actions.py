@@ -211,6 +211,11 @@ class HandlerActions:
         self.add("HumanInputProvided", {"answer": orjson.dumps(answer).decode()})
         self.state("working", f"a person answered: {question.text}")
 
+    def timed_out(self, question: Question) -> None:
+        error = f"nobody answered {question.text!r} within {question.timeout_s:g} s"
+        self.add("TaskFailed", {"category": "human_timeout", "error": error, "attempt": self.event.attempt, "final": True})
+        self.state("failed", f"{self.agent}: {error}")
+
     def refused(self, answer: JsonObject, reason: str) -> None:
         self.add("HumanInputRejected", {"answer": orjson.dumps(answer).decode(), "reason": reason})
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass, replace
 from typing import Any
@@ -27,14 +28,18 @@ from fastavro import parse_schema
 from fastavro.schema import SchemaParseException
 from fastavro.validation import ValidationError, validate
 
-from streams.envelope import Event, Origin, new_event
+from streams.envelope import Event, Origin, encode, new_event
 from streams.errors import EmitError, KappaError
-from streams.records import Incoming
+from streams.records import Incoming, Record
 from streams.types import JsonObject
 
 TABLE = "_parked"
 """The runtime's table of parked continuations in every agent app, keyed by task id."""
 ANSWER_TYPE = "human.input.provided"
+TIMEOUT_TYPE = "human.input.timeout"
+"""What the runtime sends itself on ``<agent>.human`` when a question's ``timeout_s`` passed."""
+TIMEOUT_CHECK_S = 1.0
+_TIMEOUT_IDS = uuid.UUID("9a3e7c21-44b0-4f6e-8d2a-0b5c6e7f8a91")
 ON_TIMEOUT = ("fail", "escalate")
 
 
@@ -88,6 +93,20 @@ def answer_event(task_id: str, answer: JsonObject, *, requested_by: str, timesta
     return replace(new_event(ANSWER_TYPE, answer, source="human", timestamp=timestamp, task_id=task_id), causation_id=requested_by)
 
 
+def timeout_record(topic: str, task_id: str, parked: Parked) -> Record:
+    """The event that applies a question's timeout policy, sent to the parked partition.
+
+    Its id derives from the question, so a worker that sends it again (after a
+    restart) sends the same event; one that arrives for a question already
+    answered, or asked again since, changes nothing.
+    """
+    event = Event(
+        str(uuid.uuid5(_TIMEOUT_IDS, f"{task_id}/{parked.asked_at_ms}")), TIMEOUT_TYPE, task_id, task_id, None,
+        "runtime", now_ms(), 0, {"asked_at_ms": parked.asked_at_ms},
+    )
+    return Record(topic, parked.record.key, encode(event), [], parked.record.origin.partition)
+
+
 @dataclass(frozen=True)
 class Parked:
     """A continuation waiting for a person: the event to handle again, the answers so far, the question."""
@@ -116,11 +135,11 @@ class Parking:
         entry = self._table.get(task_id)
         return None if entry is None else _parked(entry)
 
-    def all_waiting(self) -> Iterator[tuple[str, Parked]]:
-        """Every continuation parked in this worker's partitions (for timeouts)."""
+    def overdue(self, now: int) -> Iterator[tuple[str, Parked]]:
+        """Continuations parked in this worker's partitions whose question timed out."""
         for task_id, entry in list(self._table.items()):
-            if entry is not None:
-                yield task_id, _parked(entry)
+            if entry is not None and (parked := _parked(entry)).due(now):
+                yield task_id, parked
 
     async def park(self, task_id: str, parked: Parked) -> None:
         o = parked.record.origin

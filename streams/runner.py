@@ -23,7 +23,7 @@ from streams.effects import SideEffects
 from streams.envelope import Event, decode, encode
 from streams.errors import CircularDelegation, EnvelopeError
 from streams.failures import Delivery, Failure, dead_letter_record, retry_record
-from streams.human import ANSWER_TYPE, Conversation, InputRequired, Parked, Parking, answer_problem
+from streams.human import ANSWER_TYPE, TIMEOUT_TYPE, Conversation, InputRequired, Parked, Parking, answer_problem
 from streams.producer import AsyncProducer
 from streams.records import Incoming, Record
 from streams.topology import AgentSpec, Topology
@@ -101,6 +101,8 @@ class AgentRunner:
 
     async def _resume(self, answer: Event, actions: HandlerActions) -> list[Record]:
         """A person answered: check the answer, then run the parked call again with every answer so far."""
+        if answer.type == TIMEOUT_TYPE:
+            return await self._expire(answer, actions)
         parked = self._parking.waiting(answer.task_id)
         if answer.type != ANSWER_TYPE:
             problem: str | None = f"an answer is an event of type {ANSWER_TYPE!r}, not {answer.type!r}"
@@ -120,6 +122,21 @@ class AgentRunner:
             return []
         await self._parking.release(answer.task_id)
         return outputs
+
+    async def _expire(self, timeout: Event, actions: HandlerActions) -> list[Record]:
+        """Nobody answered in time: fail the task, or ask again, escalated, with a last timeout that fails it."""
+        parked = self._parking.waiting(timeout.task_id)
+        if parked is None or parked.asked_at_ms != timeout.payload.get("asked_at_ms"):
+            return []  # answered, or asked again, since: this timeout no longer applies
+        question = parked.question
+        if question.on_timeout == "fail":
+            actions.timed_out(question)
+            await self._parking.release(timeout.task_id)
+            return []
+        escalated = replace(question, text=f"[escalated] {question.text}", on_timeout="fail")
+        await self._parking.park(timeout.task_id, replace(parked, question=escalated, asked_at_ms=self._now_ms()))
+        actions.asked(escalated, self._human_topic, parked.record.origin.partition, parked.record.key)
+        return []
 
     def _check(self, logical: str, event: Event) -> None:
         problem = self._catalog.problem(logical, event.type, event.payload)

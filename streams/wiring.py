@@ -32,7 +32,7 @@ from streams.effects import SideEffects, horizon_of
 from streams.envelope import Origin
 from streams.failures import due_ms
 from streams.human import TABLE as PARKED_TABLE
-from streams.human import Parking
+from streams.human import TIMEOUT_CHECK_S, Parking, now_ms, timeout_record
 from streams.model import model_from_env
 from streams.producer import AsyncProducer
 from streams.records import Headers, Incoming
@@ -77,6 +77,8 @@ def build_agent_app(
     effects_table = _table(app, EFFECTS_TABLE, topology, spec)
     parked_table = _table(app, PARKED_TABLE, topology, spec)
     handler = import_handler(spec.handler, topology.path.parent)
+    parking = Parking(parked_table, partial(_record_durably, parked_table))
+    app.timer(TIMEOUT_CHECK_S)(partial(_send_timeouts, profile, parking, topology.topic_name(topology.human_topic(agent)), set()))
     horizon = horizon_of(read_to_end(profile, topology.topic_name(topology.replays_topic(agent))))
 
     def stream_agent(name: str, logical_topics: list[str], *, delayed: bool) -> None:
@@ -89,7 +91,6 @@ def build_agent_app(
                 llm = model or model_from_env()
                 stack.push_async_callback(llm.aclose)
                 effects = SideEffects(effects_table, partial(_record_durably, effects_table), horizon)
-                parking = Parking(parked_table, partial(_record_durably, parked_table))
                 runner = AgentRunner(topology, spec, handler, llm, tables, producer, effects, parking)
                 await _feed(stream, runner, spec.concurrency, stack, delayed=delayed)
 
@@ -122,6 +123,19 @@ async def _feed(
             if delayed:
                 await _until_due(message.headers)
             await dispatcher.submit(message.tp, message.offset, message.key, event)
+
+
+async def _send_timeouts(profile: BrokerProfile, parking: Parking, topic: str, sent: set[tuple[str, int]]) -> None:
+    """Tell the owner of each timed-out question (this worker) to apply its policy, through the log."""
+    due = [(task_id, parked) for task_id, parked in parking.overdue(now_ms()) if (task_id, parked.asked_at_ms) not in sent]
+    if not due:
+        return
+    producer = AsyncProducer(profile.producer_config())
+    try:
+        await producer.send([timeout_record(topic, task_id, parked) for task_id, parked in due])
+    finally:
+        producer.close()
+    sent.update((task_id, parked.asked_at_ms) for task_id, parked in due)
 
 
 async def _record_durably(table: TableT[Any, Any], key: str, value: Any) -> None:

@@ -35,5 +35,6 @@ APPROVAL = {
 async def approve(event: Event, ctx: Context) -> Emit:
     """Refunds need a person's approval: the task waits for it without holding the worker."""
     refund = event.payload
-    decision = await ctx.ask_human(f"Approve a refund of {refund['amount']} to {refund['customer']}?", schema=APPROVAL)
+    question = f"Approve a refund of {refund['amount']} to {refund['customer']}?"
+    decision = await ctx.ask_human(question, schema=APPROVAL, timeout_s=refund.get("timeout_s"), on_timeout=refund.get("on_timeout", "fail"))
     return Emit("refunds.decided", "refund.decided", {"id": refund["id"], "approved": decision["approve"], "note": decision["note"]})

@@ -57,3 +57,28 @@ def test_a_task_paused_for_human_input_survives_a_restart_of_all_workers_and_res
     assert fold_tasks(story(cluster, asked[1 - asked.index(first)].task_id)).popitem()[1]["state"] == "input-required"
     again = cluster.cli("task", "respond", first.task_id, '{"approve": false, "note": "too late"}')
     assert again.returncode == 1 and "not waiting for an answer" in again.stderr
+
+
+def test_an_unanswered_question_fails_or_escalates_the_task_by_its_timeout_policy(tasks_cluster: Cluster) -> None:
+    cluster = tasks_cluster
+    cluster.start("approver")
+    refunds = [
+        {"id": "R3", "customer": "c3", "amount": 10, "timeout_s": 1.0, "on_timeout": "fail"},
+        {"id": "R4", "customer": "c4", "amount": 20, "timeout_s": 1.0, "on_timeout": "escalate"},
+    ]
+    cluster.send("refunds.in", refunds, key=lambda p: p["customer"], event_type="refund.requested")
+    asked_first = until("both questions", lambda: len(q := questions(cluster)) == 2 and q)
+    first = {q.detail["question"].split()[-1].rstrip("?"): q for q in asked_first}
+
+    def finished(task_id: str) -> list[Action]:
+        actions = story(cluster, task_id)
+        return actions if fold_tasks(actions)[task_id]["state"] == "failed" else []
+
+    failed = until("the failed task", lambda: finished(first["c3"].task_id), timeout=30)
+    escalated = until("the escalated task to fail", lambda: finished(first["c4"].task_id), timeout=30)
+
+    assert [a.detail["category"] for a in failed if a.kind == "TaskFailed"] == ["human_timeout"]
+    asked = [a.detail["question"] for a in escalated if a.kind == "HumanInputRequested"]
+    assert asked == ["Approve a refund of 20 to c4?", "[escalated] Approve a refund of 20 to c4?"]
+    assert [a.detail["state"] for a in escalated if a.kind == "TaskStateChanged"] == ["working", "input-required", "input-required", "failed"]
+    assert cluster.read("refunds.decided", 0, timeout=0) == []

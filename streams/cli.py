@@ -83,13 +83,18 @@ def _parser() -> argparse.ArgumentParser:
 
     replay = sub.add_parser("replay", help="reset an agent's offsets so its next run re-reads the log")
     replay.add_argument("--agent", required=True)
-    target = replay.add_mutually_exclusive_group(required=True)
+    target = replay.add_mutually_exclusive_group()
     target.add_argument("--to-earliest", action="store_true")
     target.add_argument("--to-datetime", type=datetime.fromisoformat, metavar="ISO")
     target.add_argument("--to-offset", type=int, metavar="N")
     target.add_argument("--shift-by", type=int, metavar="N")
     replay.add_argument("--reset-tables", action="store_true", help="also drop the agent's tables so the replay rebuilds them")
     replay.add_argument("--dry-run", action="store_true")
+    sandbox = replay.add_argument_group("sandbox", "A/B a new handler on history; nothing reaches production")
+    sandbox.add_argument("--sandbox", action="store_true", help="run --handler over the agent's input in a namespace of its own")
+    sandbox.add_argument("--handler", metavar="MODULE:FUNCTION", help="the new handler to compare with the agent's")
+    sandbox.add_argument("--from", dest="start", type=datetime.fromisoformat, metavar="ISO", help="first record time replayed")
+    sandbox.add_argument("--to", dest="end", type=datetime.fromisoformat, metavar="ISO", help="last record time replayed")
     replay.set_defaults(run=_replay)
 
     dlq = sub.add_parser("dlq", help="list, show, redrive and purge dead letters (<agent>.dlq)")
@@ -214,10 +219,26 @@ def _tail(args: argparse.Namespace, _: list[str]) -> int:
 
 
 def _replay(args: argparse.Namespace, _: list[str]) -> int:
+    if args.sandbox:
+        return _sandbox(args)
+    if args.handler or args.start or args.end:
+        raise KappaError("--handler, --from and --to belong to a sandbox replay: add --sandbox")
+    if not (args.to_earliest or args.to_datetime or args.to_offset is not None or args.shift_by is not None):
+        raise KappaError("replay needs a target: --to-earliest, --to-datetime ISO, --to-offset N or --shift-by N (or --sandbox)")
     rt = _runtime(args)
     target = target_from(args.to_earliest, args.to_datetime, args.to_offset, args.shift_by)
     summary = replay_agent(rt.topology, rt.settings, rt.profile, args.agent, target, reset_tables=args.reset_tables, dry_run=args.dry_run)
     print(summary)
+    return 0
+
+
+def _sandbox(args: argparse.Namespace) -> int:
+    from streams.sandbox import Window, format_report, run_sandbox  # imports the runtime: only where needed
+
+    if not args.handler:
+        raise KappaError("a sandbox replay needs --handler MODULE:FUNCTION, the new version to compare")
+    rt = _runtime(args)
+    print(format_report(run_sandbox(rt.topology, rt.settings, rt.profile, args.agent, args.handler, Window(args.start, args.end))))
     return 0
 
 

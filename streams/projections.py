@@ -36,7 +36,7 @@ from streams.replay import ToEarliest, reset_offsets
 from streams.settings import Settings
 from streams.topology import ACTIONS_TOPIC, PROJECTIONS, Topology
 from streams.views import add_views
-from streams.wiring import incoming_of
+from streams.wiring import changelog_topic, incoming_of
 from streams.worker import require_existing
 
 TASKS = "tasks"
@@ -129,6 +129,6 @@ def rebuild_projections(topology: Topology, settings: Settings, profile: BrokerP
     if running_workers(settings, group):
         raise ReplayError(f"projections workers are running (group {group}); stop the workers first, then rebuild")
     moves = reset_offsets(profile, group, [ActionLog.of(topology).topic], ToEarliest())
-    delete_topics(profile, [f"{group}-{table}-changelog" for table in (TASKS, AGENTS)])
+    delete_topics(profile, [changelog_topic(group, table) for table in (TASKS, AGENTS)])
     shutil.rmtree(projection_dir(topology, settings), ignore_errors=True)
     return f"projections reset: {len(moves)} partition(s) of the action log to be re-read; start `kappa-agents worker --agent {PROJECTIONS}`"

@@ -48,7 +48,9 @@ class AgentRunner:
         effects: SideEffects,
         parking: Parking,
         clock: Callable[[], float] = time.time,
+        reads: Topology | None = None,
     ) -> None:
+        """``reads``: the topology whose input topics records come from, when not ``topology`` (a sandbox reads production's)."""
         self._topology = topology
         self._spec = spec
         self._handler = handler
@@ -59,7 +61,7 @@ class AgentRunner:
         self._parking = parking
         self._clock = clock
         self._catalog = EventCatalog(topology)
-        self._logical = {topology.topic_name(name): name for name in spec.inputs}
+        self._logical = {(reads or topology).topic_name(name): name for name in spec.inputs}
         self._human_topic = topology.human_topic(spec.name)
         self._logical[topology.topic_name(self._human_topic)] = self._human_topic
         self._consumed = topology.consumed_topics()

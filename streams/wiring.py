@@ -165,7 +165,12 @@ def table_dir(topology: Topology, agent: str, settings: Settings) -> Path:
 
 def changelog_topics(topology: Topology, agent: str) -> list[str]:
     """The agent's table changelog topics, named as faust names them."""
-    return [f"{topology.group_id(agent)}-{table}-changelog" for table in topology.agents[agent].tables]
+    return [changelog_topic(topology.group_id(agent), table) for table in topology.agents[agent].tables]
+
+
+def changelog_topic(group: str, table: str) -> str:
+    """The changelog of a table of the faust app ``group``, named as faust names it."""
+    return f"{group}-{table}-changelog"
 
 
 def incoming_of(event: EventT) -> Incoming:

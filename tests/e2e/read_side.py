@@ -6,9 +6,11 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import orjson
+from rocksdict import AccessType, Options, Rdict
 
 from streams.edge import Outgoing, send
 from streams.envelope import new_event
@@ -50,3 +52,21 @@ def completed(port: int, n: int) -> list[Any]:
     """The completed tasks once there are ``n`` of them, else an empty list."""
     status, tasks = get(port, "/tasks?state=completed")
     return tasks if status == 200 and len(tasks) == n else []
+
+
+FAUST_OFFSET_KEY = b"__faust\x00offset__"
+"""faust's own bookkeeping in each RocksDB partition, not part of a table's contents."""
+
+
+def table_bytes(tables: Path) -> dict[str, dict[bytes, bytes]]:
+    """Every faust table's raw RocksDB contents under ``tables``, per partition file."""
+    stores = sorted(tables.rglob("*.db"))
+    assert stores, f"no tables under {tables}"
+    contents = {}
+    for path in stores:
+        db = Rdict(str(path), options=Options(raw_mode=True), access_type=AccessType.read_only())
+        try:
+            contents[path.name] = {k: v for k, v in db.items() if k != FAUST_OFFSET_KEY}
+        finally:
+            db.close()
+    return contents

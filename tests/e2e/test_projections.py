@@ -6,30 +6,12 @@ import time
 from pathlib import Path
 
 import pytest
-from rocksdict import AccessType, Options, Rdict
 
 from tests.conftest import free_port
 from tests.e2e.harness import Cluster
-from tests.e2e.read_side import completed, get, send_tickets, start_projections, until
+from tests.e2e.read_side import completed, get, send_tickets, start_projections, table_bytes, until
 
 pytestmark = pytest.mark.e2e
-
-FAUST_OFFSET_KEY = b"__faust\x00offset__"
-"""faust's own bookkeeping in each RocksDB partition, not part of a projection."""
-
-
-def table_bytes(tables: Path) -> dict[str, dict[bytes, bytes]]:
-    """Every projection table's raw RocksDB contents, per partition file."""
-    stores = sorted(tables.rglob("*.db"))
-    assert stores, f"no projection tables under {tables}"
-    contents = {}
-    for path in stores:
-        db = Rdict(str(path), options=Options(raw_mode=True), access_type=AccessType.read_only())
-        try:
-            contents[path.name] = {k: v for k, v in db.items() if k != FAUST_OFFSET_KEY}
-        finally:
-            db.close()
-    return contents
 
 
 def test_projections_rebuilt_from_scratch_equal_the_live_ones(tasks_cluster: Cluster) -> None:

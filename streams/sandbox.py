@@ -20,11 +20,11 @@ import asyncio
 import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping, Sequence
-from contextlib import AsyncExitStack, ExitStack, closing
+from contextlib import AsyncExitStack, ExitStack
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from rocksdict import Rdict
@@ -133,7 +133,9 @@ async def _replay(
         tables: dict[str, MutableMapping[str, Any]] = {}
         for name in spec.tables:
             sandbox.state_dir.mkdir(parents=True, exist_ok=True)
-            tables[name] = tables_stack.enter_context(closing(Rdict(str(sandbox.state_dir / f"{name}.db"))))
+            db = Rdict(str(sandbox.state_dir / f"{name}.db"))
+            tables_stack.callback(db.close)
+            tables[name] = cast(MutableMapping[str, Any], db)  # Rdict is a mapping; its stubs do not say so
         async with AsyncExitStack() as stack:
             producer = AsyncProducer(profile.producer_config())
             stack.callback(producer.close)
@@ -239,7 +241,7 @@ def _outputs_by_cause(profile: BrokerProfile, topology: Topology, emits: Iterabl
     for name in emits:
         for record in read_to_end(profile, topology.topic_name(name)):
             event = _decoded(record)
-            if event is not None and event.causation_id in causes:
+            if event is not None and event.causation_id is not None and event.causation_id in causes:
                 by_cause.setdefault(event.causation_id, []).append({"topic": name, "type": event.type, "payload": event.payload})
     return by_cause
 

@@ -31,6 +31,7 @@ SCHEMA_DIR = "schemas"
 DLQ_SUFFIX = ".dlq"
 ACTIONS_TOPIC = "agents.actions"
 """The action log every agent's runtime writes (``streams.actions``); declare it under topics: to size it."""
+ACTIONS_PARTITIONS = 4
 PROJECTIONS = "projections"
 """The built-in worker that folds the action log into the read side (``streams.projections``)."""
 
@@ -204,9 +205,9 @@ class Topology:
         ]
 
     def actions_partitions(self) -> int:
-        """Partitions of the action log: as declared, else as many as the widest declared topic."""
+        """Partitions of the action log: as declared, else a fixed default (so topologies sharing a namespace agree)."""
         declared = self.topics.get(ACTIONS_TOPIC)
-        return declared.partitions if declared else max((t.partitions for t in self.topics.values()), default=1)
+        return declared.partitions if declared else ACTIONS_PARTITIONS
 
     def consumed_topics(self) -> frozenset[str]:
         """Logical topics some agent reads: an output elsewhere leaves work for no one."""

@@ -58,7 +58,7 @@ FAUST_OFFSET_KEY = b"__faust\x00offset__"
 """faust's own bookkeeping in each RocksDB partition, not part of a table's contents."""
 
 
-def table_bytes(tables: Path) -> dict[str, dict[bytes, bytes]]:
+def table_bytes(tables: Path) -> dict[str, dict[Any, Any]]:
     """Every faust table's raw RocksDB contents under ``tables``, per partition file."""
     stores = sorted(tables.rglob("*.db"))
     assert stores, f"no tables under {tables}"

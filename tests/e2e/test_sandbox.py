@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from streams.admin import list_topics
@@ -34,8 +35,6 @@ def end_offsets(cluster: Cluster) -> dict[tuple[str, int], tuple[int, int]]:
 
 
 def committed(cluster: Cluster, group: str) -> dict[tuple[str, int], int]:
-    from confluent_kafka import ConsumerGroupTopicPartitions
-
     admin = AdminClient(cluster.profile.admin_config())
     result = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)])[group].result()
     return {(tp.topic, tp.partition): tp.offset for tp in result.topic_partitions}
@@ -44,7 +43,7 @@ def committed(cluster: Cluster, group: str) -> dict[tuple[str, int], int]:
 def test_sandbox_replay_of_1000_events_reports_differences_and_leaves_production_untouched(tasks_cluster: Cluster) -> None:
     cluster = tasks_cluster
     worker = cluster.start("triage")
-    tickets = [{"id": f"T{i}", "customer": f"c{i % 50}", "amount": (i * 37) % 1000} for i in range(EVENTS)]
+    tickets: list[dict[str, Any]] = [{"id": f"T{i}", "customer": f"c{i % 50}", "amount": (i * 37) % 1000} for i in range(EVENTS)]
     cluster.send("tickets.in", tickets, key=lambda p: p["customer"], event_type="ticket.opened")
     assert len(cluster.read("tickets.triaged", EVENTS, timeout=120)) == EVENTS
     assert worker.stop() == 0

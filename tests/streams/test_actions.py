@@ -30,7 +30,7 @@ def _variant(tmp_path: Path, name: str, change: Any) -> Path:
 
 def test_every_action_kind_round_trips() -> None:
     codec = ActionCodec()
-    details = {
+    details: dict[str, dict[str, Any]] = {
         "TaskCreated": {"event_id": "e", "event_type": "t", "topic": "x", "source": "cli"},
         "AgentDecision": {"model": "m", "prompt_digest": "d", "summary": "s", "input_tokens": 3, "output_tokens": 4, "duration_ms": 5},
         "ToolCalled": {"tool": "charge", "call_id": "task-1/charge", "arguments_digest": "d"},

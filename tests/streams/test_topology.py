@@ -427,7 +427,7 @@ def test_all_topics_adds_each_agents_failure_topics_and_the_action_log(tmp_path:
     assert topology.dead_letter_topic("fraud") == "fraud.dlq"
     assert [(t.name, t.partitions, t.replication, t.cleanup_policy) for t in topology.all_topics()] == [
         ("a", 1, 1, "delete"),
-        ("agents.actions", 2, 3, "delete"),
+        ("agents.actions", 4, 3, "delete"),
         ("audit.dlq", 1, 1, "delete"),
         ("audit.human", 1, 1, "delete"),
         ("audit.redrive", 1, 1, "delete"),
@@ -442,7 +442,7 @@ def test_all_topics_adds_each_agents_failure_topics_and_the_action_log(tmp_path:
         ("fraud.replays", 2, 3, "compact"),
         ("fraud.retry.1", 2, 3, "delete"),
         ("fraud.retry.2", 2, 3, "delete"),
-        ("projections.dlq", 2, 3, "delete"),
+        ("projections.dlq", 4, 3, "delete"),
     ]
 
 

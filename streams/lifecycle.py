@@ -40,6 +40,8 @@ class Folded:
 
     view: View
     rejection: Action | None = None
+    duplicate: bool = False
+    """The action was folded before (a redelivery): nothing changed, nothing else may count it."""
 
 
 def new_task(action: Action) -> View:
@@ -61,7 +63,7 @@ def fold_task(view: View | None, action: Action) -> Folded:
     """The task after ``action``; an action already folded (a redelivery) changes nothing."""
     task = new_task(action) if view is None else view
     if any(seen["action_id"] == action.action_id for seen in task["events"]):
-        return Folded(task)
+        return Folded(task, duplicate=True)
     task = {**task, "events": [*task["events"], action.as_json()], "updated_at": max(task["updated_at"], action.timestamp)}
     if action.agent != PROJECTIONS and action.agent not in task["agents"]:
         task["agents"] = [*task["agents"], action.agent]

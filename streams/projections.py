@@ -101,6 +101,8 @@ async def _apply(
         await producer.send([dead_letter_record(record, delivery, Failure("poison", str(exc)), dead_letters, PROJECTIONS, VERSION)])
         return
     folded = fold_task(tasks.get(action.task_id), action)
+    if folded.duplicate:  # a redelivered action: already in both tables
+        return
     tasks[action.task_id] = folded.view
     if action.agent != PROJECTIONS:
         shard = f"{action.agent}@{record.origin.partition}"

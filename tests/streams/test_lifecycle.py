@@ -45,6 +45,7 @@ def test_redelivered_actions_and_repeated_states_change_nothing() -> None:
 
     assert once["task-1"]["failures"] == twice["task-1"]["failures"] == 1
     assert len(twice["task-1"]["history"]) == 1
+    assert fold_task(twice["task-1"], _state(1, "working")).duplicate
 
 
 def test_agent_activity_counts_events_failures_tokens_and_sums_across_partitions() -> None:

@@ -65,6 +65,7 @@ class AgentRunner:
         self._human_topic = topology.human_topic(spec.name)
         self._logical[topology.topic_name(self._human_topic)] = self._human_topic
         self._consumed = topology.consumed_topics()
+        self._handover = {topology.topic_name(name) for name in self._consumed}
         self._action_log = ActionLog.of(topology)
 
     async def process(self, record: Incoming) -> None:
@@ -86,9 +87,12 @@ class AgentRunner:
             except Exception as exc:  # every failure is data: routed by category, never a crash
                 await self._fail(record, delivery, classify(exc), actions)
                 return
-            # The action log first: an agent downstream of these outputs then logs after us.
-            await self._producer.send(self._action_log.records(actions.actions))
-            await self._producer.send(outputs)
+            logged = self._action_log.records(actions.actions)
+            if any(output.topic in self._handover for output in outputs):
+                # The action log first, so the agent these outputs go to logs after us: one task, one causal story.
+                await self._producer.send(logged)
+                logged = []
+            await self._producer.send([*logged, *outputs])
 
     async def _call(
         self, record: Incoming, topic: str, event: Event, delivery: Delivery, actions: HandlerActions, answers: list[JsonObject]

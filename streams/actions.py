@@ -22,6 +22,7 @@ import uuid
 import zlib
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +30,6 @@ import fastavro
 import orjson
 from fastavro.schema import fingerprint, load_schema, to_parsing_canonical_form
 
-from streams.broker import BrokerProfile
-from streams.edge import read_to_end
 from streams.effects import EffectScope
 from streams.envelope import SCHEMA_DIR, Event
 from streams.errors import EnvelopeError
@@ -114,6 +113,7 @@ class ActionCodec:
         return Action(**record, kind=name.rpartition(".")[2], detail=detail)
 
 
+@cache
 def default_codec() -> ActionCodec:
     """The codec for this checkout's schema, reading every archived version too."""
     return ActionCodec(SCHEMA_FILE, sorted(HISTORY_DIR.glob("AgentAction*.avsc")) if HISTORY_DIR.is_dir() else ())
@@ -264,35 +264,6 @@ class RecordedEffectScope(EffectScope):
             raise
         finally:
             self.actions.add("ToolResult", {**outcome, "duration_ms": int((time.monotonic() - started) * 1000)})
-
-
-@dataclass(frozen=True)
-class Logged:
-    """An action and where it sits in the log."""
-
-    partition: int
-    offset: int
-    action: Action
-
-
-def read_log(profile: BrokerProfile, log: ActionLog, task_id: str | None = None) -> list[Logged]:
-    """The action log as it is now, in log order per partition; with ``task_id``, only that task's partition."""
-    only = None if task_id is None else task_partition(task_id, log.partitions)
-    return [
-        Logged(record.origin.partition, record.origin.offset, log.codec.decode(record.value))
-        for record in read_to_end(profile, log.topic, only)
-    ]
-
-
-def task_story(logged: Iterable[Logged], task_id: str) -> list[Logged]:
-    """One task's actions in log order, duplicates (redeliveries) dropped."""
-    seen: set[str] = set()
-    story = []
-    for entry in logged:
-        if entry.action.task_id == task_id and entry.action.action_id not in seen:
-            seen.add(entry.action.action_id)
-            story.append(entry)
-    return story
 
 
 def _fingerprint(schema: Any) -> bytes:

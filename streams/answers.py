@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 import orjson
 
-from streams.actions import Action, ActionLog, Logged
+from streams.actions import Action, ActionLog
 from streams.broker import BrokerProfile
 from streams.edge import publish
 from streams.envelope import encode, json_object
@@ -22,7 +22,7 @@ from streams.errors import KappaError
 from streams.human import answer_event, answer_problem
 from streams.lifecycle import fold_tasks
 from streams.records import Record
-from streams.timetravel import load_story
+from streams.timetravel import Logged, load_story
 from streams.topology import Topology
 from streams.tracing import new_trace_headers
 

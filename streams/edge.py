@@ -17,10 +17,11 @@ from dataclasses import asdict, dataclass
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
+from streams.actions import default_codec
 from streams.broker import BrokerProfile
 from streams.catalog import EventCatalog
 from streams.failures import DLQ, RETRY, fields
-from streams.envelope import Event, decode, encode, encode_json, json_object, new_event
+from streams.envelope import Event, Origin, decode, encode, encode_json, json_object, new_event
 from streams.errors import BrokerError, EnvelopeError
 from streams.producer import AsyncProducer
 from streams.records import Incoming, Record, from_confluent
@@ -148,11 +149,19 @@ def describe(record: Incoming) -> JsonObject:
     for name, prefix in (("dead_letter", DLQ), ("retry", RETRY)):
         if history := fields(headers, prefix):
             line[name] = history
+    return line | _contents(record.value, origin)
+
+
+def _contents(value: bytes | None, origin: Origin) -> JsonObject:
+    """The event a record holds, or its action log entry (``agents.actions``), or why it holds neither."""
     try:
-        line["event"] = asdict(decode(record.value, origin))
+        return {"event": asdict(decode(value, origin))}
     except EnvelopeError as exc:
-        line["undecodable"] = {"error": str(exc), "value_base64": base64.b64encode(record.value or b"").decode()}
-    return line
+        error = str(exc)
+    try:
+        return {"action": default_codec().decode(value).as_json()}
+    except EnvelopeError:
+        return {"undecodable": {"error": error, "value_base64": base64.b64encode(value or b"").decode()}}
 
 
 def _all_partitions(consumer: Consumer, topic: str) -> list[TopicPartition]:

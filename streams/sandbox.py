@@ -29,7 +29,7 @@ from typing import Any, cast
 import orjson
 from rocksdict import Rdict
 
-from streams.actions import Action, ActionLog, read_log
+from streams.actions import Action, ActionLog
 from streams.admin import apply_topics, list_topics, topics_wanted
 from streams.broker import BrokerProfile
 from streams.dispatch import KeyedDispatcher
@@ -46,6 +46,7 @@ from streams.records import Incoming
 from streams.runner import AgentRunner
 from streams.settings import Settings
 from streams.topology import ACTIONS_TOPIC, Topology, import_handler
+from streams.timetravel import read_log
 from streams.types import JsonObject
 from streams.wiring import changelog_topic
 

@@ -1,4 +1,4 @@
-"""Time travel over one task: its views at any point, folded from the action log, never from live tables.
+"""Reading the action log, and time travel over one task: its views at any point, never from live tables.
 
 ``kappa-agents task show|history|state`` read the task's partition of
 ``agents.actions`` and fold it with the projections' own functions
@@ -8,12 +8,13 @@ and ``--at``/``--at-offset`` stop the fold at a time or log offset.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from streams.actions import ActionLog, Logged, read_log, task_story
+from streams.actions import Action, ActionLog, task_partition
 from streams.broker import BrokerProfile
+from streams.edge import read_to_end
 from streams.errors import KappaError
 from streams.lifecycle import View, fold_task, task_view
 
@@ -35,6 +36,35 @@ class Cutoff:
         if at is not None and at.utcoffset() is None:
             raise KappaError(f"--at {at.isoformat()} has no timezone; give one, e.g. {at.isoformat()}+00:00")
         return cls(None if at is None else int(at.timestamp() * 1000), at_offset)
+
+
+@dataclass(frozen=True)
+class Logged:
+    """An action and where it sits in the log."""
+
+    partition: int
+    offset: int
+    action: Action
+
+
+def read_log(profile: BrokerProfile, log: ActionLog, task_id: str | None = None) -> list[Logged]:
+    """The action log as it is now, in log order per partition; with ``task_id``, only that task's partition."""
+    only = None if task_id is None else task_partition(task_id, log.partitions)
+    return [
+        Logged(record.origin.partition, record.origin.offset, log.codec.decode(record.value))
+        for record in read_to_end(profile, log.topic, only)
+    ]
+
+
+def task_story(logged: Iterable[Logged], task_id: str) -> list[Logged]:
+    """One task's actions in log order, duplicates (redeliveries) dropped."""
+    seen: set[str] = set()
+    story = []
+    for entry in logged:
+        if entry.action.task_id == task_id and entry.action.action_id not in seen:
+            seen.add(entry.action.action_id)
+            story.append(entry)
+    return story
 
 
 def load_story(profile: BrokerProfile, log: ActionLog, task_id: str) -> list[Logged]:

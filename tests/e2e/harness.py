@@ -7,7 +7,6 @@ a user runs them.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import subprocess
@@ -18,9 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from streams.broker import BrokerProfile
-from streams.edge import Outgoing, send, tail
+from streams.edge import Outgoing, publish, send, tail
 from streams.envelope import new_event
-from streams.producer import AsyncProducer
 from streams.records import Record
 from streams.topology import Topology
 from streams.types import JsonObject
@@ -80,15 +78,7 @@ class Cluster:
 
     def send_raw(self, topic: str, key: bytes | None, value: bytes) -> None:
         """Bytes as any producer might write them, valid or not."""
-
-        async def publish() -> None:
-            producer = AsyncProducer(self.profile.producer_config())
-            try:
-                await producer.send([Record(self.topology.topic_name(topic), key, value, [])])
-            finally:
-                producer.close()
-
-        asyncio.run(publish())
+        publish(self.profile, [Record(self.topology.topic_name(topic), key, value, [])])
 
     def read(self, topic: str, expect: int, *, timeout: float = 60.0) -> list[JsonObject]:
         """Every record on a topic, waiting until at least ``expect`` arrived (or timing out)."""

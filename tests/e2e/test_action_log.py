@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from streams.actions import ActionLog, read_log, task_story
+from streams.actions import ActionLog
+from streams.timetravel import read_log, task_story
 from tests.e2e.harness import Cluster, payloads_of
 
 pytestmark = pytest.mark.e2e
@@ -43,3 +44,5 @@ def test_multi_agent_task_story_is_reconstructed_from_the_action_log_in_causal_o
         if action.kind == "ResultEmitted":
             known |= {output["event_id"] for output in action.detail["outputs"]}
     assert story[-1].detail["reason"] == "resolver left nothing for another agent"
+    tailed = cluster.read("agents.actions", len(story), timeout=5)  # what `kappa-agents tail agents.actions` prints
+    assert [line["action"]["action_id"] for line in tailed] == [a.action_id for a in story]

@@ -6,7 +6,8 @@ import time
 
 import pytest
 
-from streams.actions import Action, ActionLog, read_log, task_story
+from streams.actions import Action, ActionLog
+from streams.timetravel import read_log, task_story
 from streams.edge import publish
 from streams.envelope import encode
 from streams.human import answer_event

@@ -9,7 +9,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from streams.actions import ActionLog, read_log
+from streams.actions import ActionLog
+from streams.timetravel import read_log
 from tests.conftest import free_port
 from tests.e2e.harness import Cluster
 from tests.e2e.read_side import completed, get, send_tickets, start_projections, until

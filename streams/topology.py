@@ -535,6 +535,8 @@ def _parse_agent(
     name: str, entry: _Node, topics: Mapping[str, TopicSpec], handler_dir: Path | None, report: _Report
 ) -> AgentSpec:
     _AGENT.check(name, entry, report)
+    if name == PROJECTIONS:
+        report.add(entry, f"agent name '{PROJECTIONS}' is the built-in worker that folds agents.actions", "rename the agent")
     fields = _mapping(entry, report)
     _check_keys(fields, _AGENT_KEYS, report)
     handler_node = _required(entry, fields, "handler", f"agents.{name}:handle", report)

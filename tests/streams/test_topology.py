@@ -519,3 +519,11 @@ def test_unknown_failure_category_is_reported_with_a_suggestion(tmp_path: Path) 
     [problem] = problems(write(tmp_path, text), import_handlers=False)
 
     assert "unknown failure category 'rate_limit' (did you mean 'rate_limited'?)" in problem.message
+
+
+def test_an_agent_may_not_take_the_name_of_the_built_in_projections_worker(tmp_path: Path) -> None:
+    path = write(tmp_path, agents_only("projections: {handler: 'x:handle', subscribe: a}\n"))
+
+    [problem] = problems(path, import_handlers=False)
+
+    assert problem.where == "agents.projections" and "built-in worker" in problem.message and "rename" in problem.fix

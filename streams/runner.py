@@ -191,7 +191,7 @@ class AgentRunner:
             log.info("agent %s retries %s at level %d (%s): %s", agent, where, level, failure.category, failure.error)
             topic = topology.topic_name(topology.retry_topic(agent, level))
             out = retry_record(record, delivery, failure, topic, topology.failures.retry_delays_s[level - 1])
-        await self._producer.send([*logged, out])
+        await self._producer.send([out, *logged])  # the retry first: its due time was just computed from now
 
     def _now_ms(self) -> int:
         return int(self._clock() * 1000)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import random
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -180,7 +181,9 @@ def run_workers(settings: Settings, extra_env: Mapping[str, str] | None = None) 
     """All agents' workers as one supervised child process, stopped on exit; ``extra_env`` overrides ours."""
     log_path = settings.state_dir / "logs" / "workers.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    env = {"KAPPA_OFFLINE_LATENCY_MS": DEMO_LATENCY_MS, **os.environ, **(extra_env or {})}
+    # The projections worker's query views need a port; a free one unless KAPPA_QUERY_PORT says which.
+    env = {"KAPPA_OFFLINE_LATENCY_MS": DEMO_LATENCY_MS, "KAPPA_QUERY_PORT": str(_free_port()), **os.environ, **(extra_env or {})}
+    print(f"query views: http://127.0.0.1:{env['KAPPA_QUERY_PORT']}/tasks, /agents (try `kappa-agents task show ID`)")
     with log_path.open("ab") as log:
         child = subprocess.Popen([sys.executable, "-m", "streams.cli", "worker"], stdout=log, stderr=subprocess.STDOUT, env=env)
         try:
@@ -193,6 +196,12 @@ def run_workers(settings: Settings, extra_env: Mapping[str, str] | None = None) 
                 child.kill()
                 child.wait()
             print("workers stopped")
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 @contextmanager

@@ -321,7 +321,7 @@ def _record_horizon(profile: BrokerProfile, replays_topic: str, moves: Sequence[
     """Tell the agent which events it is about to see again, so their side effects do not run twice."""
     back = [horizon_record(replays_topic, m.topic, m.partition, m.old) for m in moves if m.old is not None and m.new < m.old]
 
-    publish(profile.producer_config(), back)
+    publish(profile, back)
 
 
 def target_from(to_earliest: bool, to_datetime: datetime | None, to_offset: int | None, shift_by: int | None) -> ReplayTarget:

@@ -32,6 +32,8 @@ from streams.effects import SideEffects, horizon_of
 from streams.envelope import Origin
 from streams.failures import due_ms
 from streams.intake import Intake
+from streams.human import TABLE as PARKED_TABLE
+from streams.human import TIMEOUT_CHECK_S, Parking, now_ms, timeout_record
 from streams.model import model_from_env
 from streams.patterns import bind_handler
 from streams.patterns.clock import ticker
@@ -76,7 +78,10 @@ def build_agent_app(
     )
     tables = {name: _table(app, name, topology, spec) for name in spec.tables}
     effects_table = _table(app, EFFECTS_TABLE, topology, spec)
+    parked_table = _table(app, PARKED_TABLE, topology, spec)
     handler = bind_handler(topology, spec, profile)
+    parking = Parking(parked_table, partial(_record_durably, parked_table))
+    app.timer(TIMEOUT_CHECK_S)(partial(_send_timeouts, profile, parking, topology.topic_name(topology.human_topic(agent)), set()))
     horizon = horizon_of(read_to_end(profile, topology.topic_name(topology.replays_topic(agent))))
 
     def stream_agent(name: str, logical_topics: list[str], *, delayed: bool) -> None:
@@ -89,15 +94,15 @@ def build_agent_app(
                 llm = model or model_from_env()
                 stack.push_async_callback(llm.aclose)
                 effects = SideEffects(effects_table, partial(_record_durably, effects_table), horizon)
-                runner = AgentRunner(topology, spec, handler, llm, tables, producer, effects)
+                runner = AgentRunner(topology, spec, handler, llm, tables, producer, effects, parking)
                 await _feed(stream, runner, spec.concurrency, stack, delayed=delayed)
 
         app.agent(topic, name=name, supervisor_strategy=CrashingSupervisor)(consume)  # type: ignore[arg-type]  # faust passes a Stream
 
-    # Fresh events and redriven dead letters flow at once; each retry level is its
+    # Fresh events, redriven dead letters and people's answers flow at once; each retry level is its
     # own stream that waits for its records to fall due, so retries never hold up
     # the main flow (and a level's uniform delay keeps its records in due order).
-    stream_agent(agent, [*spec.inputs, topology.redrive_topic(agent)], delayed=False)
+    stream_agent(agent, [*spec.inputs, topology.redrive_topic(agent), topology.human_topic(agent)], delayed=False)
     for level in range(1, len(topology.failures.retry_delays_s) + 1):
         stream_agent(f"{agent}-retry-{level}", [topology.retry_topic(agent, level)], delayed=True)
     if spec.tick_s is not None:
@@ -110,7 +115,7 @@ async def _feed(
 ) -> None:
     async def handle(event: EventT) -> None:
         _current_event.set(weakref.ref(event))  # faust tables find their partition through it
-        await runner.process(_incoming(event))
+        await runner.process(incoming_of(event))
 
     async def release(event: EventT) -> None:
         await stream.ack(event)
@@ -126,6 +131,19 @@ async def _feed(
             if delayed:
                 await _until_due(message.headers)
             await dispatcher.submit(message.tp, message.offset, message.key, event)
+
+
+async def _send_timeouts(profile: BrokerProfile, parking: Parking, topic: str, sent: set[tuple[str, int]]) -> None:
+    """Tell the owner of each timed-out question (this worker) to apply its policy, through the log."""
+    due = [(task_id, parked) for task_id, parked in parking.overdue(now_ms()) if (task_id, parked.asked_at_ms) not in sent]
+    if not due:
+        return
+    producer = AsyncProducer(profile.producer_config())
+    try:
+        await producer.send([timeout_record(topic, task_id, parked) for task_id, parked in due])
+    finally:
+        producer.close()
+    sent.update((task_id, parked.asked_at_ms) for task_id, parked in due)
 
 
 async def _record_durably(table: TableT[Any, Any], key: str, value: Any) -> None:
@@ -160,10 +178,15 @@ def table_dir(topology: Topology, agent: str, settings: Settings) -> Path:
 
 def changelog_topics(topology: Topology, agent: str) -> list[str]:
     """The agent's table changelog topics, named as faust names them."""
-    return [f"{topology.group_id(agent)}-{table}-changelog" for table in topology.agents[agent].tables]
+    return [changelog_topic(topology.group_id(agent), table) for table in topology.agents[agent].tables]
 
 
-def _incoming(event: EventT) -> Incoming:
+def changelog_topic(group: str, table: str) -> str:
+    """The changelog of a table of the faust app ``group``, named as faust names it."""
+    return f"{group}-{table}-changelog"
+
+
+def incoming_of(event: EventT) -> Incoming:
     message = event.message
     origin = Origin(message.topic, message.partition, message.offset, int(message.timestamp * 1000))
     return Incoming(origin, message.key, message.value, _headers(message.headers))

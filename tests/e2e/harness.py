@@ -27,6 +27,7 @@ from streams.types import JsonObject
 E2E_TOPOLOGY = Path(__file__).with_name("topology.yaml")
 FAILURES_TOPOLOGY = Path(__file__).with_name("failures.yaml")
 PATTERNS_TOPOLOGY = Path(__file__).with_name("patterns.yaml")
+TASKS_TOPOLOGY = Path(__file__).with_name("tasks.yaml")
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -79,8 +80,7 @@ class Cluster:
 
     def send_raw(self, topic: str, key: bytes | None, value: bytes) -> None:
         """Bytes as any producer might write them, valid or not."""
-
-        publish(self.profile.producer_config(), [Record(self.topology.topic_name(topic), key, value, [])])
+        publish(self.profile, [Record(self.topology.topic_name(topic), key, value, [])])
 
     def read(self, topic: str, expect: int, *, timeout: float = 60.0) -> list[JsonObject]:
         """Every record on a topic, waiting until at least ``expect`` arrived (or timing out)."""

@@ -52,6 +52,7 @@ def _parser() -> argparse.ArgumentParser:
 
     broker = sub.add_parser("broker", help="run the embedded Kafka-compatible broker (Tansu)")
     broker.add_argument("action", choices=["start", "stop", "status"])
+    broker.add_argument("--durable", action="store_true", help="store in a local SeaweedFS (S3) under the state dir, surviving a crash")
     broker.set_defaults(run=_broker)
 
     topology = sub.add_parser("topology", help="validate and describe topology.yaml")
@@ -162,12 +163,15 @@ def _broker(args: argparse.Namespace, _: list[str]) -> int:
     if settings.bootstrap_servers:
         print(f"KAFKA_BOOTSTRAP_SERVERS={settings.bootstrap_servers} is set: that cluster is used, nothing embedded runs")
         return 0
-    broker = EmbeddedBroker(settings)
+    broker = EmbeddedBroker(settings, durable=args.durable)
     if args.action == "stop":
         print("stopped" if broker.stop() else "not running")
         return 0
     status = broker.start() if args.action == "start" else broker.status()
-    print(f"{'running' if status.running else 'not running'} on {status.bootstrap} (pid {status.pid}, log {status.log})")
+    print(f"{'running' if status.running else 'not running'} on {status.bootstrap} (pid {status.pid}, storage {status.storage}, log {status.log})")
+    if status.store is not None:
+        store = status.store
+        print(f"storage: SeaweedFS {'running' if store.running else 'not running'} at {store.endpoint} (pid {store.pid}, data {store.data_dir}, log {store.log})")
     return 0 if status.running or args.action == "status" else 1
 
 

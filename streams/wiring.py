@@ -31,6 +31,7 @@ from streams.effects import TABLE as EFFECTS_TABLE
 from streams.effects import SideEffects, horizon_of
 from streams.envelope import Origin
 from streams.failures import due_ms
+from streams.flow import FlowControl
 from streams.model import model_from_env
 from streams.producer import AsyncProducer
 from streams.records import Headers, Incoming
@@ -74,6 +75,7 @@ def build_agent_app(
     tables = {name: _table(app, name, topology, spec) for name in spec.tables}
     effects_table = _table(app, EFFECTS_TABLE, topology, spec)
     handler = import_handler(spec.handler, topology.path.parent)
+    flow = FlowControl(topology.flow)
     horizon = horizon_of(read_to_end(profile, topology.topic_name(topology.replays_topic(agent))))
 
     def stream_agent(name: str, logical_topics: list[str], *, delayed: bool) -> None:
@@ -83,7 +85,7 @@ def build_agent_app(
             async with AsyncExitStack() as stack:
                 producer = AsyncProducer(profile.producer_config())
                 stack.callback(producer.close)
-                llm = model or model_from_env()
+                llm = flow.throttle(model or model_from_env(), spec.name, spec.max_model_calls)
                 stack.push_async_callback(llm.aclose)
                 effects = SideEffects(effects_table, partial(_record_durably, effects_table), horizon)
                 runner = AgentRunner(topology, spec, handler, llm, tables, producer, effects)

@@ -20,6 +20,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaExcepti
 from streams.broker import BrokerProfile
 from streams.catalog import EventCatalog
 from streams.failures import DLQ, RETRY, fields
+from streams.lag import LagGate, consumer_groups
 from streams.envelope import Event, decode, encode, encode_json, json_object, new_event
 from streams.errors import BrokerError, EnvelopeError
 from streams.producer import AsyncProducer
@@ -27,6 +28,10 @@ from streams.records import Incoming, Record, from_confluent
 from streams.topology import Topology
 from streams.tracing import new_trace_headers
 from streams.types import JsonObject
+
+
+SEND_CHUNK = 100
+"""Events ``send`` publishes between two looks at the consumers' lag."""
 
 
 @dataclass(frozen=True)
@@ -58,8 +63,20 @@ def build_outgoing(
     return Outgoing(event, key if key is not None else _key_from(payload, key_field))
 
 
-def send(profile: BrokerProfile, topology: Topology, topic: str, items: Sequence[Outgoing], *, as_json: bool = False) -> None:
-    """Publish events and wait until the broker acknowledged every one."""
+def send(
+    profile: BrokerProfile,
+    topology: Topology,
+    topic: str,
+    items: Sequence[Outgoing],
+    *,
+    as_json: bool = False,
+    max_lag: int | None = None,
+) -> None:
+    """Publish events and wait until the broker acknowledged every one.
+
+    With ``max_lag``, events go in chunks, each once no agent reading the topic
+    lags more than ``max_lag`` records behind what this call sent.
+    """
     physical = topology.topic_name(topic)
     records = [
         Record(physical, _bytes(item.key), encode_json(item.event) if as_json else encode(item.event), new_trace_headers())
@@ -69,7 +86,13 @@ def send(profile: BrokerProfile, topology: Topology, topic: str, items: Sequence
     async def publish() -> None:
         producer = AsyncProducer(profile.producer_config())
         try:
-            await producer.send(records)
+            if max_lag is None:
+                await producer.send(records)
+                return
+            gate = LagGate(profile, consumer_groups(topology, [topic]), producer.ends, max_lag)
+            for start in range(0, len(records), SEND_CHUNK):
+                await gate.wait([physical])
+                await producer.send(records[start : start + SEND_CHUNK])
         finally:
             producer.close()
 

@@ -22,6 +22,7 @@ from streams.effects import EffectScope, SideEffects
 from streams.envelope import Event, decode, encode
 from streams.errors import CircularDelegation, EnvelopeError
 from streams.failures import Delivery, Failure, dead_letter_record, retry_record
+from streams.lag import LagGate
 from streams.producer import AsyncProducer
 from streams.records import Incoming, Record
 from streams.topology import AgentSpec, Topology
@@ -45,6 +46,7 @@ class AgentRunner:
         producer: AsyncProducer,
         effects: SideEffects,
         clock: Callable[[], float] = time.time,
+        gate: LagGate | None = None,
     ) -> None:
         self._topology = topology
         self._spec = spec
@@ -54,6 +56,8 @@ class AgentRunner:
         self._producer = producer
         self._effects = effects
         self._clock = clock
+        self._gate = gate
+        """Outputs wait while a consumer of their topic lags too far (``flow.max_lag``)."""
         self._catalog = EventCatalog(topology)
         self._logical = {topology.topic_name(name): name for name in spec.inputs}
 
@@ -69,6 +73,8 @@ class AgentRunner:
             except Exception as exc:  # every failure is data: routed by category, never a crash
                 await self._fail(record, delivery, classify(exc))
                 return
+            if self._gate is not None:
+                await self._gate.wait(output.topic for output in outputs)
             await self._producer.send(outputs)
 
     def _decode(self, logical: str, record: Incoming, delivery: Delivery) -> Event:

@@ -32,6 +32,7 @@ from streams.effects import SideEffects, horizon_of
 from streams.envelope import Origin
 from streams.failures import due_ms
 from streams.flow import FlowControl
+from streams.lag import LagGate, consumer_groups
 from streams.model import model_from_env
 from streams.producer import AsyncProducer
 from streams.records import Headers, Incoming
@@ -43,6 +44,10 @@ from streams.types import Model
 FETCH_BATCH = 500
 """Records taken from faust's stream at once; the dispatcher's capacity bounds memory."""
 FETCH_WITHIN_S = 0.02
+STREAM_BUFFER = FETCH_BATCH * 2
+"""Records faust holds fetched ahead of the dispatcher. When the dispatcher is full (slow
+handlers, a saturated model bucket) this buffer fills and faust pauses fetching those
+partitions until it drains: a backlog waits in Kafka, and the worker's memory stays flat."""
 
 
 @dataclass(frozen=True)
@@ -67,6 +72,7 @@ def build_agent_app(
         datadir=str(table_dir(topology, agent, settings)),
         topic_partitions=topology.input_partitions(agent),
         consumer_auto_offset_reset="earliest",
+        stream_buffer_maxsize=STREAM_BUFFER,
         key_serializer="json",  # tables: str keys and JSON values survive a changelog rebuild
         value_serializer="json",
         web_enabled=False,
@@ -88,7 +94,7 @@ def build_agent_app(
                 llm = flow.throttle(model or model_from_env(), spec.name, spec.max_model_calls)
                 stack.push_async_callback(llm.aclose)
                 effects = SideEffects(effects_table, partial(_record_durably, effects_table), horizon)
-                runner = AgentRunner(topology, spec, handler, llm, tables, producer, effects)
+                runner = AgentRunner(topology, spec, handler, llm, tables, producer, effects, gate=_gate(topology, spec, profile, producer))
                 await _feed(stream, runner, spec.concurrency, stack, delayed=delayed)
 
         app.agent(topic, name=name, supervisor_strategy=CrashingSupervisor)(consume)  # type: ignore[arg-type]  # faust passes a Stream
@@ -120,6 +126,13 @@ async def _feed(
             if delayed:
                 await _until_due(message.headers)
             await dispatcher.submit(message.tp, message.offset, message.key, event)
+
+
+def _gate(topology: Topology, spec: AgentSpec, profile: BrokerProfile, producer: AsyncProducer) -> LagGate | None:
+    max_lag = topology.flow.max_lag
+    if max_lag is None:
+        return None
+    return LagGate(profile, consumer_groups(topology, spec.emits), producer.ends, max_lag)
 
 
 async def _record_durably(table: TableT[Any, Any], key: str, value: Any) -> None:

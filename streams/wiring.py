@@ -50,8 +50,14 @@ handlers, a saturated model bucket) this buffer fills and faust pauses fetching 
 partitions until it drains: a backlog waits in Kafka, and the worker's memory stays flat."""
 
 
+FETCH_MAX_WAIT_MS = 100
+"""How long a fetch may wait for records. faust fixes it at 1.5 s with no setting; the
+embedded broker holds every fetch for half of that, records or not, which added ~0.75 s
+to every hop. Kafka answers as soon as records are there: a short wait costs idle polls only."""
+
+
 class _Worker(faust.Worker):
-    """faust's worker without its startup spinner.
+    """faust's worker without its startup spinner, fetching with a short wait.
 
     At ``-l warn`` or above the spinner sets the root logger to DEBUG for good,
     so every ``log.debug`` in aiokafka builds a record: 6% of the dispatch's CPU.
@@ -60,6 +66,10 @@ class _Worker(faust.Worker):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.spinner = None
+
+    async def on_startup_finished(self) -> None:
+        await super().on_startup_finished()
+        self.app.consumer._thread._consumer._fetcher._fetch_max_wait_ms = FETCH_MAX_WAIT_MS  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True)

@@ -190,8 +190,8 @@ class FlowControl:
         return ThrottledModel(model, self._budget(model), [cap for cap in caps if cap is not None])
 
     def _budget(self, model: Model) -> ModelBudget | None:
-        for name in (model.name, getattr(model, "system", None)):
-            if name in self._spec.models:
+        for name in (model.name, getattr(model, "system", "")):
+            if isinstance(name, str) and name in self._spec.models:
                 if name not in self._budgets:
                     self._budgets[name] = ModelBudget.of(self._spec.models[name])
                 return self._budgets[name]

@@ -52,9 +52,10 @@ class AsyncProducer:
         future: asyncio.Future[None] = loop.create_future()
 
         def delivered(err: KafkaError | None, msg: Message) -> None:
-            if err is None:
-                where = (msg.topic(), msg.partition())
-                self.ends[where] = max(self.ends.get(where, 0), msg.offset() + 1)
+            partition, offset = msg.partition(), msg.offset()
+            if err is None and partition is not None and offset is not None:
+                where = (record.topic, partition)
+                self.ends[where] = max(self.ends.get(where, 0), offset + 1)
             loop.call_soon_threadsafe(_settle, future, err, record.topic)
 
         while True:

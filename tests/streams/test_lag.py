@@ -31,7 +31,7 @@ def commit(profile: BrokerProfile, group: str, offsets: dict[tuple[str, int], in
 async def produce(profile: BrokerProfile, topic: str, count: int) -> AsyncProducer:
     """``count`` records over two partitions, sent at once so librdkafka packs them into batches."""
     producer = AsyncProducer(profile.producer_config())
-    await producer.send([Record(topic, None, f"r{i}".encode(), (), partition=i % 2) for i in range(count)])
+    await producer.send([Record(topic, None, f"r{i}".encode(), [], partition=i % 2) for i in range(count)])
     return producer
 
 

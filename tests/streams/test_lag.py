@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
-from streams.admin import TopicWanted, apply_topics
+from streams.admin import TopicWanted, apply_topics, topics_wanted
 from streams.broker import BrokerProfile
+from streams.edge import SEND_CHUNK, Outgoing, read_to_end, send
+from streams.envelope import new_event
 from streams.lag import LagGate, committed_offsets, lag
 from streams.producer import AsyncProducer
 from streams.records import Record
+from streams.topology import load_topology
+from tests.e2e.harness import FLOW_TOPOLOGY
 
 pytestmark = pytest.mark.e2e
 
@@ -72,3 +77,22 @@ async def test_gate_holds_a_producer_until_the_consumer_catches_up(broker: Broke
     await asyncio.wait_for(gate.wait([topic]), 5.0)
     assert time.monotonic() - started < 2.0
     await asyncio.wait_for(gate.wait([f"{namespace}nobody-reads-this"]), 0.1)
+
+
+def test_send_with_max_lag_waits_for_the_reading_agent_between_chunks(broker: BrokerProfile, namespace: str) -> None:
+    topology = load_topology(FLOW_TOPOLOGY, namespace=namespace)
+    apply_topics(broker, topics_wanted(topology))
+    topic = topology.topic_name("asks.in")
+    items = [Outgoing(new_event("ask", {"seq": i}, source="test", timestamp=0), str(i)) for i in range(3 * SEND_CHUNK)]
+    sending = threading.Thread(target=send, args=(broker, topology, "asks.in", items), kwargs={"max_lag": SEND_CHUNK})
+    sending.start()
+    time.sleep(2.0)
+    on_topic = read_to_end(broker, topic)
+    assert len(on_topic) == 2 * SEND_CHUNK and sending.is_alive()  # the second chunk put the agent 200 behind
+
+    ends = {(topic, p): 0 for p in (0, 1)}
+    for record in on_topic:
+        ends[(topic, record.origin.partition)] = max(ends[(topic, record.origin.partition)], record.origin.offset + 1)
+    commit(broker, topology.group_id("asker"), ends)  # the agent caught up
+    sending.join(10)
+    assert not sending.is_alive() and len(read_to_end(broker, topic)) == 3 * SEND_CHUNK

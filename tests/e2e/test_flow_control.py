@@ -35,15 +35,16 @@ def test_saturated_bucket_pauses_fetching_so_memory_stays_flat_while_the_backlog
 
     started = time.monotonic()
     cluster.send("asks.in", asks(20, 15_000), key=lambda p: str(p["seq"]))  # ~60 MB of backlog
-    time.sleep(4)
-    middle = answered(cluster)
-    time.sleep(2)
+    time.sleep(3)
+    filled_mb, middle = worker.rss_mb(), answered(cluster)  # the bounded buffers are full by now
+    time.sleep(3)
     after_mb, done = worker.rss_mb(), answered(cluster)
     elapsed = time.monotonic() - started  # after the read: what it counted was made before now
 
     assert done - done_before <= CALLS_PER_S * elapsed + BURST_CALLS  # the bucket holds the model to its rate
     assert done > middle > done_before  # still working, at the bucket's pace
-    assert after_mb - before_mb < 40, f"RSS grew from {before_mb:.0f} to {after_mb:.0f} MB"
+    assert filled_mb - before_mb < 40, f"RSS grew from {before_mb:.0f} to {filled_mb:.0f} MB with 60 MB waiting"
+    assert after_mb - filled_mb < 8, f"RSS kept growing: {filled_mb:.0f} -> {after_mb:.0f} MB"
     group = cluster.topology.group_id("asker")
     committed = committed_offsets(cluster.profile, group, [(cluster.topology.topic_name("asks.in"), p) for p in (0, 1)])
     assert 15_020 - sum(committed.values()) > 14_000  # the backlog waits in Kafka

@@ -124,11 +124,11 @@ class BrokerProfile:
                 # Tansu's reported end (last batch base + 1) is the real end and
                 # table recovery neither raises ConsistencyError nor replays too little.
                 "producer_max_batch_size": 1,
-                # Joins wait half the session timeout: faust's 60 s default → ~32 s start;
-                # 3.5 s → 1.8 s, for a cold start under 5 s (heartbeats run on faust's
-                # consumer thread, so a busy event loop does not miss them).
-                "broker_session_timeout": 3.5,
-                "broker_heartbeat_interval": 1.0,
+                # Joins wait half the session timeout: faust's 60 s default → ~32 s start.
+                # Shorter than 6 s costs stability: at 3.5 s a faust worker on a loaded
+                # 2-core machine stalled in rebalances (bench, 2026-12-02).
+                "broker_session_timeout": 6.0,
+                "broker_heartbeat_interval": 2.0,
             }
         return settings
 

@@ -51,9 +51,9 @@ partitions until it drains: a backlog waits in Kafka, and the worker's memory st
 
 
 FETCH_MAX_WAIT_MS = 100
-"""How long a fetch may wait for records. faust fixes it at 1.5 s with no setting; the
-embedded broker holds every fetch for half of that, records or not, which added ~0.75 s
-to every hop. Kafka answers as soon as records are there: a short wait costs idle polls only."""
+"""How long a fetch may wait for records. faust fixes it at 1.5 s with no setting, and the
+embedded broker holds a fetch for half its wait, records or not (bench fan-out: 3.73 s →
+3.58 s with 100 ms). Kafka answers as soon as records are there: a short wait costs idle polls."""
 
 
 class _Worker(faust.Worker):

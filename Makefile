@@ -6,7 +6,7 @@ KAPPA := $(VENV)/bin/kappa-agents
 STAMP := $(VENV)/.installed
 EVENTS ?= 1000
 
-.PHONY: install run test test-fast bench broker broker-stop topics worker check clean
+.PHONY: install run graph test test-fast bench broker broker-stop topics worker check clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,8 +16,15 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-run: $(STAMP)  ## the fraud/compliance demo: broker, topics, workers, workload, live results
+run: $(STAMP)  ## the fraud/compliance demo, or EXAMPLE=orchestrator-worker|hierarchical|market|blackboard
+ifdef EXAMPLE
+	$(KAPPA) example $(EXAMPLE)
+else
 	$(KAPPA) demo --events $(EVENTS)
+endif
+
+graph: $(STAMP)  ## the wiring as a picture: topology.dot and topology.svg (TOPOLOGY=examples/market.yaml for another)
+	$(KAPPA) topology graph $(TOPOLOGY) --out $(basename $(or $(TOPOLOGY),topology.yaml)).svg
 
 test: $(STAMP)  ## the whole suite, end-to-end tests through the real broker included
 	$(PY) -m pytest -q

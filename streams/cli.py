@@ -16,14 +16,20 @@ from pathlib import Path
 
 import orjson
 
+from streams.actions import ActionLog
 from streams.admin import apply_topics, topics_wanted
+from streams.answers import respond
 from streams.broker import BrokerProfile, EmbeddedBroker, detect_profile
 from streams.dlq import Selection, list_dead_letters, purge, redrive, show_dead_letter
 from streams.edge import build_outgoing, send, tail
 from streams.errors import KappaError, TopologyError
+from streams.graph import to_dot, to_svg
+from streams.patterns.show import show
 from streams.replay import replay_agent, target_from
 from streams.settings import Settings, load_settings
-from streams.topology import Topology, load_topology
+from streams.timetravel import Cutoff, history_lines, load_story, show_lines, task_at
+from streams.topology import PROJECTIONS, Topology, load_topology
+from streams.types import JsonObject
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
@@ -49,8 +55,9 @@ def _parser() -> argparse.ArgumentParser:
     broker.set_defaults(run=_broker)
 
     topology = sub.add_parser("topology", help="validate and describe topology.yaml")
-    topology.add_argument("action", choices=["check"])
+    topology.add_argument("action", choices=["check", "show", "graph"], help="show: what patterns expand into; graph: DOT + SVG")
     topology.add_argument("file", nargs="?", type=Path)
+    topology.add_argument("--out", type=Path, default=Path("topology.svg"), help="graph: the SVG to write (the .dot goes next to it)")
     topology.set_defaults(run=_topology)
 
     topics = sub.add_parser("topics", help="create/update the topics topology.yaml declares")
@@ -58,7 +65,7 @@ def _parser() -> argparse.ArgumentParser:
     topics.set_defaults(run=_topics)
 
     worker = sub.add_parser("worker", help="run agents (all, or --agent NAME); faust's worker flags pass through")
-    worker.add_argument("--agent", help="run only this agent in this process")
+    worker.add_argument("--agent", help="run only this agent in this process (or the built-in `projections`)")
     worker.set_defaults(run=_worker)
 
     send = sub.add_parser("send", help="publish JSON events onto a topic")
@@ -80,13 +87,18 @@ def _parser() -> argparse.ArgumentParser:
 
     replay = sub.add_parser("replay", help="reset an agent's offsets so its next run re-reads the log")
     replay.add_argument("--agent", required=True)
-    target = replay.add_mutually_exclusive_group(required=True)
+    target = replay.add_mutually_exclusive_group()
     target.add_argument("--to-earliest", action="store_true")
     target.add_argument("--to-datetime", type=datetime.fromisoformat, metavar="ISO")
     target.add_argument("--to-offset", type=int, metavar="N")
     target.add_argument("--shift-by", type=int, metavar="N")
     replay.add_argument("--reset-tables", action="store_true", help="also drop the agent's tables so the replay rebuilds them")
     replay.add_argument("--dry-run", action="store_true")
+    sandbox = replay.add_argument_group("sandbox", "A/B a new handler on history; nothing reaches production")
+    sandbox.add_argument("--sandbox", action="store_true", help="run --handler over the agent's input in a namespace of its own")
+    sandbox.add_argument("--handler", metavar="MODULE:FUNCTION", help="the new handler to compare with the agent's")
+    sandbox.add_argument("--from", dest="start", type=datetime.fromisoformat, metavar="ISO", help="first record time replayed")
+    sandbox.add_argument("--to", dest="end", type=datetime.fromisoformat, metavar="ISO", help="last record time replayed")
     replay.set_defaults(run=_replay)
 
     dlq = sub.add_parser("dlq", help="list, show, redrive and purge dead letters (<agent>.dlq)")
@@ -110,6 +122,35 @@ def _parser() -> argparse.ArgumentParser:
     dlq_purge.add_argument("--agent", help="only this agent (default: every agent)")
     dlq_purge.add_argument("--dry-run", action="store_true")
     dlq_purge.set_defaults(run=_dlq_purge)
+
+    example = sub.add_parser("example", help="run one multi-agent pattern's example end to end and show who did what")
+    example.add_argument("name", help="orchestrator-worker, hierarchical, market or blackboard")
+    example.set_defaults(run=_example)
+
+    task = sub.add_parser("task", help="one task from the action log: its state, history, state at a point in time")
+    task_actions = task.add_subparsers(dest="action", required=True, metavar="ACTION")
+    task_show = task_actions.add_parser("show", help="state, history summary and decisions (as GET /tasks/ID)")
+    task_show.add_argument("id", metavar="ID")
+    task_show.add_argument("--json", action="store_true", help="print the JSON view")
+    task_show.set_defaults(run=_task_show)
+    task_history = task_actions.add_parser("history", help="every state the task passed through and the action that caused it")
+    task_history.add_argument("id", metavar="ID")
+    task_history.set_defaults(run=_task_history)
+    task_state = task_actions.add_parser("state", help="the task as it was at a time or log offset, folded from the log")
+    task_state.add_argument("id", metavar="ID")
+    point = task_state.add_mutually_exclusive_group(required=True)
+    point.add_argument("--at", type=datetime.fromisoformat, metavar="ISO", help="a time with its timezone")
+    point.add_argument("--at-offset", type=int, metavar="N", help="an offset in the task's partition of agents.actions (see `task history`)")
+    task_state.add_argument("--json", action="store_true", help="print the JSON view")
+    task_state.set_defaults(run=_task_state)
+    task_respond = task_actions.add_parser("respond", help="answer the question a parked task waits on")
+    task_respond.add_argument("id", metavar="ID")
+    task_respond.add_argument("answer", metavar="JSON", help="the answer, matching the question's schema")
+    task_respond.set_defaults(run=_task_respond)
+
+    projections = sub.add_parser("projections", help="the read side folded from agents.actions (worker --agent projections)")
+    projections.add_argument("action", choices=["rebuild"], help="rebuild: forget the projections so the next worker re-folds the whole log")
+    projections.set_defaults(run=_projections)
 
     demo = sub.add_parser("demo", help="run the fraud/compliance demo end to end and show what happens")
     demo.add_argument("--events", type=int, default=1000)
@@ -140,8 +181,20 @@ def _topology(args: argparse.Namespace, _: list[str]) -> int:
             print(problem, file=sys.stderr)
         print(f"{len(exc.problems)} problem(s) in {path}", file=sys.stderr)
         return 1
-    print(topology.summary())
+    if args.action == "show":
+        print(show(topology))
+    elif args.action == "graph":
+        print(_graph(topology, args.out))
+    else:
+        print(topology.summary())
     return 0
+
+
+def _graph(topology: Topology, out: Path) -> str:
+    dot = out.with_suffix(".dot")
+    dot.write_text(to_dot(topology))
+    out.write_text(to_svg(topology))
+    return f"wrote {dot} (Graphviz: dot -Tpng {dot} -o {out.with_suffix('.png')}) and {out}"
 
 
 def _topics(args: argparse.Namespace, _: list[str]) -> int:
@@ -156,7 +209,12 @@ def _worker(args: argparse.Namespace, faust_args: list[str]) -> int:
 
     rt = _runtime(args)
     if args.agent is None:
-        return supervise(list(rt.topology.agents), faust_args)
+        return supervise([*rt.topology.agents, PROJECTIONS], faust_args)
+    if args.agent == PROJECTIONS:
+        from streams.projections import run_projections
+
+        run_projections(rt.topology, rt.settings, rt.profile, faust_args)
+        return 0
     if args.agent not in rt.topology.agents:
         raise KappaError(f"no agent '{args.agent}' in {rt.topology.path.name}; agents: {', '.join(rt.topology.agents)}")
     run_agent(rt.topology, args.agent, rt.settings, rt.profile, faust_args)
@@ -182,10 +240,26 @@ def _tail(args: argparse.Namespace, _: list[str]) -> int:
 
 
 def _replay(args: argparse.Namespace, _: list[str]) -> int:
+    if args.sandbox:
+        return _sandbox(args)
+    if args.handler or args.start or args.end:
+        raise KappaError("--handler, --from and --to belong to a sandbox replay: add --sandbox")
+    if not (args.to_earliest or args.to_datetime or args.to_offset is not None or args.shift_by is not None):
+        raise KappaError("replay needs a target: --to-earliest, --to-datetime ISO, --to-offset N or --shift-by N (or --sandbox)")
     rt = _runtime(args)
     target = target_from(args.to_earliest, args.to_datetime, args.to_offset, args.shift_by)
     summary = replay_agent(rt.topology, rt.settings, rt.profile, args.agent, target, reset_tables=args.reset_tables, dry_run=args.dry_run)
     print(summary)
+    return 0
+
+
+def _sandbox(args: argparse.Namespace) -> int:
+    from streams.sandbox import Window, format_report, run_sandbox  # imports the runtime: only where needed
+
+    if not args.handler:
+        raise KappaError("a sandbox replay needs --handler MODULE:FUNCTION, the new version to compare")
+    rt = _runtime(args)
+    print(format_report(run_sandbox(rt.topology, rt.settings, rt.profile, args.agent, args.handler, Window(args.start, args.end))))
     return 0
 
 
@@ -210,6 +284,51 @@ def _dlq_redrive(args: argparse.Namespace, _: list[str]) -> int:
 def _dlq_purge(args: argparse.Namespace, _: list[str]) -> int:
     rt = _runtime(args)
     print(purge(rt.profile, rt.topology, args.agent, args.before, dry_run=args.dry_run))
+    return 0
+
+
+def _example(args: argparse.Namespace, _: list[str]) -> int:
+    from streams.examples import example_topology, run_example  # imports faust: only where needed
+
+    settings = load_settings()
+    topology = example_topology(args.name, settings.namespace)
+    return run_example(args.name, topology, settings, detect_profile(settings))
+
+
+def _task_show(args: argparse.Namespace, _: list[str]) -> int:
+    rt = _runtime(args)
+    _print_task(task_at(load_story(rt.profile, ActionLog.of(rt.topology), args.id)), as_json=args.json)
+    return 0
+
+
+def _task_history(args: argparse.Namespace, _: list[str]) -> int:
+    rt = _runtime(args)
+    print("\n".join(history_lines(load_story(rt.profile, ActionLog.of(rt.topology), args.id))))
+    return 0
+
+
+def _task_state(args: argparse.Namespace, _: list[str]) -> int:
+    rt = _runtime(args)
+    story = load_story(rt.profile, ActionLog.of(rt.topology), args.id)
+    _print_task(task_at(story, Cutoff.of(args.at, args.at_offset)), as_json=args.json)
+    return 0
+
+
+def _task_respond(args: argparse.Namespace, _: list[str]) -> int:
+    rt = _runtime(args)
+    print(respond(rt.profile, rt.topology, args.id, args.answer))
+    return 0
+
+
+def _print_task(task: JsonObject, *, as_json: bool) -> None:
+    print(orjson.dumps(task, option=orjson.OPT_INDENT_2).decode() if as_json else "\n".join(show_lines(task)))
+
+
+def _projections(args: argparse.Namespace, _: list[str]) -> int:
+    from streams.projections import rebuild_projections  # imports faust: only where needed
+
+    rt = _runtime(args)
+    print(rebuild_projections(rt.topology, rt.settings, rt.profile))
     return 0
 
 

@@ -16,6 +16,7 @@ from streams.catalog import EventCatalog
 from streams.envelope import Event
 from streams.effects import EffectScope
 from streams.errors import EmitError, KappaError
+from streams.human import Conversation
 from streams.topology import AgentSpec
 from streams.types import Emit, Handler, JsonObject, Model
 
@@ -31,6 +32,7 @@ class AgentContext:
         tables: Mapping[str, MutableMapping[str, Any]],
         catalog: EventCatalog,
         effects: EffectScope | None = None,
+        conversation: Conversation | None = None,
     ) -> None:
         self.agent = spec.name
         self.key = key
@@ -41,6 +43,7 @@ class AgentContext:
         self._spec = spec
         self._catalog = catalog
         self._effects = effects
+        self._conversation = conversation
 
     async def emit(self, topic: str, type: str, payload: JsonObject, *, key: str | None = None) -> None:
         self.add(Emit(topic, type, payload, key))
@@ -54,6 +57,19 @@ class AgentContext:
         if self._effects is None:
             raise KappaError(f"agent '{self.agent}' has no side-effect table here; side effects run inside a worker")
         return await self._effects.run(action_type, act, irreversible=irreversible)
+
+    async def ask_human(
+        self, question: str, *, schema: JsonObject, timeout_s: float | None = None, on_timeout: str = "fail"
+    ) -> JsonObject:
+        """A person's answer matching the Avro ``schema``; the handler is parked until it exists (``streams.human``).
+
+        The handler runs again from the start once the answer arrives, so what
+        it did before asking must be repeatable: outputs are only published at
+        the end, and side effects run once per task anyway.
+        """
+        if self._conversation is None:
+            raise KappaError(f"agent '{self.agent}' cannot ask a person here; ask_human runs inside a worker")
+        return await self._conversation.ask(question, schema, timeout_s, on_timeout)
 
     def add(self, emit: Emit) -> None:
         """Check one output against the topology and keep it for publishing."""

@@ -11,12 +11,13 @@ from __future__ import annotations
 import os
 import random
 import signal
+import socket
 import subprocess
 import sys
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -78,7 +79,7 @@ def run_demo(topology: Topology, settings: Settings, profile: BrokerProfile, *, 
     topics, progress = DemoTopics.of(topology), Progress()
     with broker_for_run(settings):
         print(f"broker at {profile.bootstrap}; {apply_topics(profile, topics_wanted(topology))}")
-        with _workers(settings) as log_path, _reader(profile, topics.all()) as reader:
+        with run_workers(settings) as log_path, topic_reader(profile, topics.all()) as reader:
             print(f"workers started (log: {log_path}); publishing {events} transactions ...")
             for topic, items in _workload(events).items():
                 send(profile, topology, topic, items)
@@ -176,11 +177,13 @@ def _print_final(progress: Progress, topics: DemoTopics) -> None:
 
 
 @contextmanager
-def _workers(settings: Settings) -> Iterator[Path]:
-    """All agents' workers as one supervised child process, stopped on exit."""
+def run_workers(settings: Settings, extra_env: Mapping[str, str] | None = None) -> Iterator[Path]:
+    """All agents' workers as one supervised child process, stopped on exit; ``extra_env`` overrides ours."""
     log_path = settings.state_dir / "logs" / "workers.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    env = {"KAPPA_OFFLINE_LATENCY_MS": DEMO_LATENCY_MS, **os.environ}
+    # The projections worker's query views need a port; a free one unless KAPPA_QUERY_PORT says which.
+    env = {"KAPPA_OFFLINE_LATENCY_MS": DEMO_LATENCY_MS, "KAPPA_QUERY_PORT": str(_free_port()), **os.environ, **(extra_env or {})}
+    print(f"query views: http://127.0.0.1:{env['KAPPA_QUERY_PORT']}/tasks, /agents (try `kappa-agents task show ID`)")
     with log_path.open("ab") as log:
         child = subprocess.Popen([sys.executable, "-m", "streams.cli", "worker"], stdout=log, stderr=subprocess.STDOUT, env=env)
         try:
@@ -195,8 +198,14 @@ def _workers(settings: Settings) -> Iterator[Path]:
             print("workers stopped")
 
 
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
 @contextmanager
-def _reader(profile: BrokerProfile, topics: list[str]) -> Iterator[Consumer]:
+def topic_reader(profile: BrokerProfile, topics: list[str]) -> Iterator[Consumer]:
     """A group-less consumer over every partition of ``topics`` from the beginning."""
     consumer = Consumer(profile.consumer_config(f"kappa-demo-reader-{uuid.uuid4().hex[:8]}"))
     try:

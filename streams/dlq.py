@@ -13,7 +13,6 @@ tansu-storage/src/dynostore.rs:641) and drops the connection.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
@@ -27,7 +26,7 @@ from streams.broker import BrokerProfile
 from streams.edge import describe
 from streams.errors import KappaError
 from streams.failures import DLQ, fields, redrive_record
-from streams.producer import AsyncProducer
+from streams.producer import publish
 from streams.records import Incoming, Record, from_confluent
 from streams.topology import Topology
 from streams.types import JsonObject
@@ -224,8 +223,8 @@ def redrive(profile: BrokerProfile, topology: Topology, agent: str | None, selec
     ]
     if dry_run:
         return "\n".join(["dry run, nothing changed:", *lines, f"{len(chosen)} dead letter(s) would be redriven"])
-    _publish(profile, [_back_to_agent(topology, letter) for letter in chosen])
-    _publish(profile, [redrive_marker(letter, _dlq_topic(topology, letter.id.agent)) for letter in chosen])
+    publish(profile, [_back_to_agent(topology, letter) for letter in chosen])
+    publish(profile, [redrive_marker(letter, _dlq_topic(topology, letter.id.agent)) for letter in chosen])
     return "\n".join([*lines, f"redrove {len(chosen)} dead letter(s)"])
 
 
@@ -237,7 +236,7 @@ def purge(profile: BrokerProfile, topology: Topology, agent: str | None, before:
         verb = "would purge" if dry_run else "purged"
         lines.append(f"{verb} {gone.total} dead letter(s) of {state.agent} that died before {before.isoformat()}: {gone}")
         if not dry_run and gone.total:
-            _publish(profile, [purge_marker(_dlq_topic(topology, state.agent), before_ms)])
+            publish(profile, [purge_marker(_dlq_topic(topology, state.agent), before_ms)])
     return "\n".join(["dry run, nothing changed:", *lines] if dry_run else lines)
 
 
@@ -344,17 +343,6 @@ def _refuse_missing_ids(selection: Selection, chosen: Sequence[DeadLetter]) -> N
             f"no live dead letter {', '.join(missing)} matches: already redriven, purged, of another category or agent, "
             f"or not a dead letter; see `kappa-agents dlq list`"
         )
-
-
-def _publish(profile: BrokerProfile, records: Sequence[Record]) -> None:
-    async def publish() -> None:
-        producer = AsyncProducer(profile.producer_config())
-        try:
-            await producer.send(records)
-        finally:
-            producer.close()
-
-    asyncio.run(publish())
 
 
 def _dlq_topic(topology: Topology, agent: str) -> str:

@@ -17,13 +17,14 @@ from dataclasses import asdict, dataclass
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
+from streams.actions import default_codec
 from streams.broker import BrokerProfile
 from streams.catalog import EventCatalog
 from streams.failures import DLQ, RETRY, fields
-from streams.lag import LagGate, consumer_groups
-from streams.envelope import Event, decode, encode, encode_json, json_object, new_event
+from streams.envelope import Event, Origin, decode, encode, encode_json, json_object, new_event
 from streams.errors import BrokerError, EnvelopeError
-from streams.producer import AsyncProducer
+from streams.lag import LagGate, consumer_groups
+from streams.producer import AsyncProducer, publish
 from streams.records import Incoming, Record, from_confluent
 from streams.topology import Topology
 from streams.tracing import new_trace_headers
@@ -82,21 +83,22 @@ def send(
         Record(physical, _bytes(item.key), encode_json(item.event) if as_json else encode(item.event), new_trace_headers())
         for item in items
     ]
+    if max_lag is None:
+        publish(profile, records)
+    else:
+        asyncio.run(_publish_paced(profile, topology, topic, records, max_lag))
 
-    async def publish() -> None:
-        producer = AsyncProducer(profile.producer_config())
-        try:
-            if max_lag is None:
-                await producer.send(records)
-                return
-            gate = LagGate(profile, consumer_groups(topology, [topic]), producer.ends, max_lag)
-            for start in range(0, len(records), SEND_CHUNK):
-                await gate.wait([physical])
-                await producer.send(records[start : start + SEND_CHUNK])
-        finally:
-            producer.close()
 
-    asyncio.run(publish())
+async def _publish_paced(profile: BrokerProfile, topology: Topology, topic: str, records: Sequence[Record], max_lag: int) -> None:
+    """``records`` in chunks, each once no agent reading ``topic`` lags more than ``max_lag``."""
+    producer = AsyncProducer(profile.producer_config())
+    try:
+        gate = LagGate(profile, consumer_groups(topology, [topic]), producer.ends, max_lag)
+        for start in range(0, len(records), SEND_CHUNK):
+            await gate.wait([topology.topic_name(topic)])
+            await producer.send(records[start : start + SEND_CHUNK])
+    finally:
+        producer.close()
 
 
 def tail(profile: BrokerProfile, physical_topic: str, *, idle_s: float = 2.0, limit: int | None = None) -> Iterator[JsonObject]:
@@ -123,12 +125,12 @@ def _read(consumer: Consumer, idle_s: float, limit: int | None) -> Iterator[Json
         yield describe(from_confluent(message))
 
 
-def read_to_end(profile: BrokerProfile, physical_topic: str) -> list[Incoming]:
-    """Every record of a topic, read to the partitions' real ends (not the reported ones)."""
+def read_to_end(profile: BrokerProfile, physical_topic: str, only: int | None = None) -> list[Incoming]:
+    """Every record of a topic (or of its partition ``only``), read to the real ends (not the reported ones)."""
     config = {**profile.consumer_config(f"kappa-reader-{uuid.uuid4().hex[:8]}"), "enable.partition.eof": True}
     consumer = Consumer(config)
     try:
-        partitions = _all_partitions(consumer, physical_topic)
+        partitions = [tp for tp in _all_partitions(consumer, physical_topic) if only in (None, tp.partition)]
         consumer.assign(partitions)
         return _until_eof(consumer, {tp.partition for tp in partitions})
     finally:
@@ -165,11 +167,19 @@ def describe(record: Incoming) -> JsonObject:
     for name, prefix in (("dead_letter", DLQ), ("retry", RETRY)):
         if history := fields(headers, prefix):
             line[name] = history
+    return line | _contents(record.value, origin)
+
+
+def _contents(value: bytes | None, origin: Origin) -> JsonObject:
+    """The event a record holds, or its action log entry (``agents.actions``), or why it holds neither."""
     try:
-        line["event"] = asdict(decode(record.value, origin))
+        return {"event": asdict(decode(value, origin))}
     except EnvelopeError as exc:
-        line["undecodable"] = {"error": str(exc), "value_base64": base64.b64encode(record.value or b"").decode()}
-    return line
+        error = str(exc)
+    try:
+        return {"action": default_codec().decode(value).as_json()}
+    except EnvelopeError:
+        return {"undecodable": {"error": error, "value_base64": base64.b64encode(value or b"").decode()}}
 
 
 def _all_partitions(consumer: Consumer, topic: str) -> list[TopicPartition]:

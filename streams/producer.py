@@ -12,12 +12,15 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from streams.errors import BrokerError
 from streams.records import Record
+
+if TYPE_CHECKING:
+    from streams.broker import BrokerProfile
 
 _UNASSIGNED = -1
 """librdkafka's RD_KAFKA_PARTITION_UA: let the partitioner choose by key."""
@@ -86,3 +89,16 @@ def _settle(future: asyncio.Future[None], err: KafkaError | None, topic: str) ->
         future.set_result(None)
     else:
         future.set_exception(BrokerError(f"delivery to topic '{topic}' failed: {err.str()}"))
+
+
+def publish(profile: BrokerProfile, records: Sequence[Record]) -> None:
+    """Publish records from synchronous code (the CLI, tools); returns once all are acknowledged."""
+
+    async def send() -> None:
+        producer = AsyncProducer(profile.producer_config())
+        try:
+            await producer.send(records)
+        finally:
+            producer.close()
+
+    asyncio.run(send())

@@ -8,7 +8,6 @@ has workers, because they would overwrite the new offsets with their own.
 
 from __future__ import annotations
 
-import asyncio
 import shutil
 import time
 from collections.abc import Callable, Sequence
@@ -32,7 +31,7 @@ from streams.admin import delete_topics, list_topics
 from streams.effects import horizon_record
 from streams.errors import BrokerError, ReplayError
 from streams.liveness import running_workers
-from streams.producer import AsyncProducer
+from streams.producer import publish
 from streams.settings import Settings
 from streams.topology import Topology
 from streams.wiring import changelog_topics, table_dir
@@ -322,14 +321,7 @@ def _record_horizon(profile: BrokerProfile, replays_topic: str, moves: Sequence[
     """Tell the agent which events it is about to see again, so their side effects do not run twice."""
     back = [horizon_record(replays_topic, m.topic, m.partition, m.old) for m in moves if m.old is not None and m.new < m.old]
 
-    async def publish() -> None:
-        producer = AsyncProducer(profile.producer_config())
-        try:
-            await producer.send(back)
-        finally:
-            producer.close()
-
-    asyncio.run(publish())
+    publish(profile, back)
 
 
 def target_from(to_earliest: bool, to_datetime: datetime | None, to_offset: int | None, shift_by: int | None) -> ReplayTarget:

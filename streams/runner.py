@@ -16,19 +16,21 @@ from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import replace
 from typing import Any
 
+from streams.actions import ActionLog, HandlerActions, RecordedEffectScope, RecordingModel
 from streams.catalog import EventCatalog
 from streams.context import AgentContext, run_handler
-from streams.effects import EffectScope, SideEffects
+from streams.effects import SideEffects
 from streams.envelope import Event, decode, encode
 from streams.errors import CircularDelegation, EnvelopeError
 from streams.failures import Delivery, Failure, dead_letter_record, retry_record
+from streams.human import ANSWER_TYPE, TIMEOUT_TYPE, Conversation, InputRequired, Parked, Parking, answer_problem
 from streams.lag import LagGate
 from streams.producer import AsyncProducer
 from streams.records import Incoming, Record
 from streams.topology import AgentSpec, Topology
 from streams.tracing import consuming, current_trace_headers
 from streams.triage import classify
-from streams.types import Emit, Handler, Model
+from streams.types import Emit, Handler, JsonObject, Model
 
 log = logging.getLogger(__name__)
 
@@ -45,9 +47,12 @@ class AgentRunner:
         tables: Mapping[str, MutableMapping[str, Any]],
         producer: AsyncProducer,
         effects: SideEffects,
+        parking: Parking,
         clock: Callable[[], float] = time.time,
+        reads: Topology | None = None,
         gate: LagGate | None = None,
     ) -> None:
+        """``reads``: the topology whose input topics records come from, when not ``topology`` (a sandbox reads production's)."""
         self._topology = topology
         self._spec = spec
         self._handler = handler
@@ -55,60 +60,146 @@ class AgentRunner:
         self._tables = tables
         self._producer = producer
         self._effects = effects
+        self._parking = parking
         self._clock = clock
         self._gate = gate
         """Outputs wait while a consumer of their topic lags too far (``flow.max_lag``)."""
         self._catalog = EventCatalog(topology)
-        self._logical = {topology.topic_name(name): name for name in spec.inputs}
+        self._logical = {(reads or topology).topic_name(name): name for name in spec.inputs}
+        self._human_topic = topology.human_topic(spec.name)
+        self._logical[topology.topic_name(self._human_topic)] = self._human_topic
+        self._consumed = topology.consumed_topics()
+        self._handover = {topology.topic_name(name) for name in self._consumed}
+        self._action_log = ActionLog.of(topology)
 
     async def process(self, record: Incoming) -> None:
         delivery = Delivery.of(record)
         logical = self._logical[delivery.topic]
+        actions: HandlerActions | None = None
         with consuming(self._spec.name, logical, record.headers):
             try:
-                event = self._decode(logical, record, delivery)
-                async with asyncio.timeout(self._spec.timeout_s):  # no task per event, unlike wait_for
-                    outputs = await self._handle(event, record.key, delivery)
+                event = replace(decode(record.value, record.origin), attempt=delivery.attempt)
+                actions = HandlerActions(self._spec.name, event, self._clock)
+                if logical == self._human_topic:
+                    outputs = await self._resume(event, actions)
+                else:
+                    self._check(logical, event)
+                    actions.started(logical)
+                    outputs = await self._call(record, logical, event, delivery, actions, []) or []
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # every failure is data: routed by category, never a crash
-                await self._fail(record, delivery, classify(exc))
+                await self._fail(record, delivery, classify(exc), actions)
                 return
             if self._gate is not None:
                 await self._gate.wait(output.topic for output in outputs)
-            await self._producer.send(outputs)
+            logged = self._action_log.records(actions.actions)
+            if any(output.topic in self._handover for output in outputs):
+                # The action log first, so the agent these outputs go to logs after us: one task, one causal story.
+                await self._producer.send(logged)
+                logged = []
+            await self._producer.send([*logged, *outputs])
 
-    def _decode(self, logical: str, record: Incoming, delivery: Delivery) -> Event:
-        event = decode(record.value, record.origin)
+    async def _call(
+        self, record: Incoming, topic: str, event: Event, delivery: Delivery, actions: HandlerActions, answers: list[JsonObject]
+    ) -> list[Record] | None:
+        """The handler's outputs, or None: it asked a person, and the call is parked until the answer."""
+        try:
+            async with asyncio.timeout(self._spec.timeout_s):  # no task per event, unlike wait_for
+                return await self._handle(event, record.key, delivery, topic, actions, answers)
+        except InputRequired as need:
+            await self._parking.park(event.task_id, Parked(record, topic, answers, need.question, self._now_ms()))
+            actions.asked(need.question, self._human_topic, record.origin.partition, record.key)
+            return None
+
+    async def _resume(self, answer: Event, actions: HandlerActions) -> list[Record]:
+        """A person answered: check the answer, then run the parked call again with every answer so far."""
+        if answer.type == TIMEOUT_TYPE:
+            return await self._expire(answer, actions)
+        parked = self._parking.waiting(answer.task_id)
+        if answer.type != ANSWER_TYPE:
+            problem: str | None = f"an answer is an event of type {ANSWER_TYPE!r}, not {answer.type!r}"
+        elif parked is None:
+            problem = "the task is not waiting for an answer"
+        else:
+            problem = answer_problem(parked.question.schema, answer.payload)
+        if problem is not None:
+            log.warning("agent %s refuses an answer for task %s: %s", self._spec.name, answer.task_id, problem)
+            actions.refused(answer.payload, problem)
+            return []
+        assert parked is not None
+        actions.answered(answer.payload, parked.question)
+        event = decode(parked.record.value, parked.record.origin)
+        outputs = await self._call(parked.record, parked.topic, event, Delivery.of(parked.record), actions, [*parked.answers, answer.payload])
+        if outputs is None:
+            return []
+        await self._parking.release(answer.task_id)
+        return outputs
+
+    async def _expire(self, timeout: Event, actions: HandlerActions) -> list[Record]:
+        """Nobody answered in time: fail the task, or ask again, escalated, with a last timeout that fails it."""
+        parked = self._parking.waiting(timeout.task_id)
+        if parked is None or parked.asked_at_ms != timeout.payload.get("asked_at_ms"):
+            return []  # answered, or asked again, since: this timeout no longer applies
+        question = parked.question
+        if question.on_timeout == "fail":
+            actions.timed_out(question)
+            await self._parking.release(timeout.task_id)
+            return []
+        escalated = replace(question, text=f"[escalated] {question.text}", on_timeout="fail")
+        await self._parking.park(timeout.task_id, replace(parked, question=escalated, asked_at_ms=self._now_ms()))
+        actions.asked(escalated, self._human_topic, parked.record.origin.partition, parked.record.key)
+        return []
+
+    def _check(self, logical: str, event: Event) -> None:
         problem = self._catalog.problem(logical, event.type, event.payload)
         if problem is not None:
             raise EnvelopeError(problem)
         self._check_chain(event)
-        return replace(event, attempt=delivery.attempt)
 
     def _check_chain(self, event: Event) -> None:
-        """An event whose chain already passed through this agent, or too many agents, is circular."""
+        """An event whose chain already passed through this agent, or too many agents, is circular.
+
+        Pattern agents loop by design (a board, re-awards, a tree); their pattern
+        bounds the loop (rounds, awards, depth), so their chains start afresh.
+        """
+        if self._spec.pattern is not None:
+            return
         hops = self._topology.failures.max_hops
         if self._spec.name in event.lineage or len(event.lineage) >= hops:
             chain = " -> ".join([*event.lineage, self._spec.name])
             raise CircularDelegation(f"delegation chain {chain} revisits an agent or exceeds max_hops {hops}")
 
-    async def _handle(self, event: Event, key: bytes | None, delivery: Delivery) -> list[Record]:
+    async def _handle(
+        self, event: Event, key: bytes | None, delivery: Delivery, topic: str, actions: HandlerActions, answers: list[JsonObject]
+    ) -> list[Record]:
         text_key = key.decode("utf-8", "replace") if key is not None else None
-        scope = EffectScope(self._effects, delivery, event.task_id)
-        ctx = AgentContext(self._spec, text_key, self._model, self._tables, self._catalog, scope)
-        outputs = await run_handler(self._handler, event, ctx)
-        return [self._output(event, emit, i, key) for i, emit in enumerate(outputs)]
+        scope = RecordedEffectScope(self._effects, delivery, event.task_id, actions)
+        model = RecordingModel(self._model, actions)
+        ctx = AgentContext(self._spec, text_key, model, self._tables, self._catalog, scope, Conversation(answers))
+        emits = await run_handler(self._handler, event, ctx)
+        outputs = [self._caused(event, emit, i) for i, emit in enumerate(emits)]
+        actions.emitted(topic, outputs, [emit.topic for emit in emits])
+        if not self._consumed.intersection(emit.topic for emit in emits):
+            actions.state("completed", f"{self._spec.name} left nothing for another agent")
+        return [self._output(output, emit, key) for output, emit in zip(outputs, emits)]
 
-    def _output(self, cause: Event, emit: Emit, index: int, key: bytes | None) -> Record:
+    def _caused(self, cause: Event, emit: Emit, index: int) -> Event:
         event = cause.caused(emit.type, emit.payload, source=self._spec.name, index=index, timestamp=self._now_ms())
+        return replace(event, lineage=(self._spec.name,)) if self._spec.pattern is not None else event
+
+    def _output(self, event: Event, emit: Emit, key: bytes | None) -> Record:
         out_key = emit.key.encode() if emit.key is not None else key
         return Record(self._topology.topic_name(emit.topic), out_key, encode(event), current_trace_headers())
 
-    async def _fail(self, record: Incoming, delivery: Delivery, failure: Failure) -> None:
+    async def _fail(self, record: Incoming, delivery: Delivery, failure: Failure, actions: HandlerActions | None) -> None:
         agent, topology = self._spec.name, self._topology
         level = topology.failures.retry_level(failure.category, delivery.attempt)
         where = f"topic '{delivery.topic}' partition {delivery.partition} offset {delivery.offset} (attempt {delivery.attempt})"
+        logged = []
+        if actions is not None:  # an undecodable record belongs to no task
+            actions.failed(failure.category, failure.error, final=level is None)
+            logged = self._action_log.records(actions.actions)
         if level is None:
             log.warning("agent %s dead-letters %s as %s: %s", agent, where, failure.category, failure.error)
             dlq = topology.topic_name(topology.dead_letter_topic(agent))
@@ -117,7 +208,7 @@ class AgentRunner:
             log.info("agent %s retries %s at level %d (%s): %s", agent, where, level, failure.category, failure.error)
             topic = topology.topic_name(topology.retry_topic(agent, level))
             out = retry_record(record, delivery, failure, topic, topology.failures.retry_delays_s[level - 1])
-        await self._producer.send([out])
+        await self._producer.send([out, *logged])  # the retry first: its due time was just computed from now
 
     def _now_ms(self) -> int:
         return int(self._clock() * 1000)

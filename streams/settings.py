@@ -16,6 +16,7 @@ from pathlib import Path
 from streams.errors import ConfigError
 
 DEFAULT_EMBEDDED_PORT = 19092
+DEFAULT_QUERY_PORT = 6066
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,10 @@ class Settings:
     topology_path: Path
     broker_kind: str | None
     """``embedded`` or ``kafka`` to skip detecting which broker answers; None detects."""
+    query_host: str = "127.0.0.1"
+    """Host name other projections workers reach this one's query views at."""
+    query_port: int = DEFAULT_QUERY_PORT
+    """Port of this projections worker's query views: one per worker sharing a host."""
 
     @property
     def tables_dir(self) -> Path:
@@ -55,6 +60,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         embedded_port=_int(env, "KAPPA_BROKER_PORT", DEFAULT_EMBEDDED_PORT),
         topology_path=Path(env.get("KAPPA_TOPOLOGY", "topology.yaml")),
         broker_kind=_broker_kind(env),
+        query_host=env.get("KAPPA_QUERY_HOST") or "127.0.0.1",
+        query_port=_int(env, "KAPPA_QUERY_PORT", DEFAULT_QUERY_PORT),
     )
 
 

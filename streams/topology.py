@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import fastavro
 import yaml
@@ -27,11 +27,19 @@ from fastavro.schema import SchemaParseException
 from streams.errors import TopologyError
 from streams.flow import FlowSpec, ModelLimits
 
+if TYPE_CHECKING:
+    from streams.patterns.common import Pattern
+
 SCHEMA_DIR = "schemas"
 """Avro schemas live in ``schemas/<Name>.avsc`` next to the topology file."""
 DLQ_SUFFIX = ".dlq"
+ACTIONS_TOPIC = "agents.actions"
+"""The action log every agent's runtime writes (``streams.actions``); declare it under topics: to size it."""
+ACTIONS_PARTITIONS = 4
+PROJECTIONS = "projections"
+"""The built-in worker that folds the action log into the read side (``streams.projections``)."""
 
-_TOP_LEVEL_KEYS = ("app", "events", "topics", "agents", "failures", "flow")
+_TOP_LEVEL_KEYS = ("app", "events", "topics", "agents", "failures", "patterns", "flow")
 _FAILURE_KEYS = ("retry_delays_s", "max_hops", "dlq_depth_warning", "categories")
 _CATEGORY_KEYS = ("retryable", "max_attempts")
 _EVENT_KEYS = ("schema",)
@@ -105,6 +113,10 @@ class AgentSpec:
     """A handler call running longer fails as ``tool_timeout``."""
     version: str = "1"
     """Recorded on dead letters, so a fix can be told apart from the code that failed."""
+    pattern: str | None = None
+    """The ``patterns:`` entry this agent was expanded from; ``streams.patterns`` binds its handler."""
+    tick_s: float | None = None
+    """Set: the runtime posts a tick to each of its assigned input partitions this often (deadlines)."""
     max_model_calls: int | None = None
     """Model calls of this agent in flight at once (``streams.flow``); None: only ``concurrency`` caps them."""
 
@@ -164,6 +176,8 @@ class Topology:
     topics: Mapping[str, TopicSpec]
     agents: Mapping[str, AgentSpec]
     failures: FailurePolicy = field(default_factory=FailurePolicy)
+    patterns: Mapping[str, Pattern] = field(default_factory=lambda: MappingProxyType({}))
+    """What each ``patterns:`` entry expanded into; its topics and agents are in ``topics``/``agents`` too."""
     flow: FlowSpec = field(default_factory=FlowSpec)
 
     def topic_name(self, logical: str) -> str:
@@ -186,19 +200,33 @@ class Topology:
         """Dead letters sent back to one agent (and no other) by ``kappa-agents dlq redrive``."""
         return f"{agent}.redrive"
 
+    def human_topic(self, agent: str) -> str:
+        """Answers to an agent's questions (``ctx.ask_human``), co-partitioned with its inputs."""
+        return f"{agent}.human"
+
     def replays_topic(self, agent: str) -> str:
         """Compacted record of where each ``kappa-agents replay`` moved the agent back from."""
         return f"{agent}.replays"
 
     def failure_topics(self, agent: str) -> list[str]:
-        """The agent's own runtime topics: retry levels, redrive, dead letters, replays (logical)."""
+        """The agent's own runtime topics: retry levels, redrive, human answers, dead letters, replays (logical)."""
         levels = range(1, len(self.failures.retry_delays_s) + 1)
         return [
             *(self.retry_topic(agent, n) for n in levels),
             self.redrive_topic(agent),
+            self.human_topic(agent),
             self.dead_letter_topic(agent),
             self.replays_topic(agent),
         ]
+
+    def actions_partitions(self) -> int:
+        """Partitions of the action log: as declared, else a fixed default (so topologies sharing a namespace agree)."""
+        declared = self.topics.get(ACTIONS_TOPIC)
+        return declared.partitions if declared else ACTIONS_PARTITIONS
+
+    def consumed_topics(self) -> frozenset[str]:
+        """Logical topics some agent reads: an output elsewhere leaves work for no one."""
+        return frozenset(name for agent in self.agents.values() for name in agent.inputs)
 
     def input_partitions(self, agent: str) -> int:
         """Partitions of the agent's inputs: its tables and failure topics have as many."""
@@ -222,6 +250,10 @@ class Topology:
             for name in self.failure_topics(agent.name)
             if name not in self.topics
         ]
+        replication = max((t.replication for t in self.topics.values()), default=1)
+        for name in (ACTIONS_TOPIC, self.dead_letter_topic(PROJECTIONS)):
+            if name not in self.topics:
+                derived.append(TopicSpec(name, self.actions_partitions(), replication))
         return sorted([*self.topics.values(), *derived], key=lambda topic: topic.name)
 
     def schema_path(self, event_type: str) -> Path | None:
@@ -390,9 +422,19 @@ def _parse(root: _Node, path: Path, namespace: str, handler_dir: Path | None, re
     topics = _section(fields.get("topics"), report, lambda n, e: _parse_topic(n, e, events, report))
     agents = _section(fields.get("agents"), report, lambda n, e: _parse_agent(n, e, topics, handler_dir, report))
     failures = _parse_failures(fields.get("failures"), report)
-    flow = _parse_flow(fields.get("flow"), report)
+    from streams.patterns import expand  # the patterns package builds on this module's parser
+
+    expansion = expand(fields.get("patterns"), agents, handler_dir, report)
     return Topology(
-        path, app, namespace, MappingProxyType(events), MappingProxyType(topics), MappingProxyType(agents), failures, flow
+        path,
+        app,
+        namespace,
+        MappingProxyType(events),
+        MappingProxyType({**expansion.topics, **topics}),
+        MappingProxyType({**agents, **expansion.agents}),
+        failures,
+        MappingProxyType(expansion.patterns),
+        _parse_flow(fields.get("flow"), report),
     )
 
 
@@ -547,6 +589,8 @@ def _parse_agent(
     name: str, entry: _Node, topics: Mapping[str, TopicSpec], handler_dir: Path | None, report: _Report
 ) -> AgentSpec:
     _AGENT.check(name, entry, report)
+    if name == PROJECTIONS:
+        report.add(entry, f"agent name '{PROJECTIONS}' is the built-in worker that folds agents.actions", "rename the agent")
     fields = _mapping(entry, report)
     _check_keys(fields, _AGENT_KEYS, report)
     handler_node = _required(entry, fields, "handler", f"agents.{name}:handle", report)

@@ -66,6 +66,10 @@ class Context(Protocol):
 
     async def side_effect(self, action_type: str, act: Callable[[], Awaitable[Any]], *, irreversible: bool = False) -> Any: ...
 
+    async def ask_human(
+        self, question: str, *, schema: JsonObject, timeout_s: float | None = None, on_timeout: str = "fail"
+    ) -> JsonObject: ...
+
 
 HandlerResult = Awaitable[Iterable[Emit] | Emit | None] | AsyncIterator[Emit]
 Handler = Callable[["Event", Context], HandlerResult]

@@ -33,12 +33,17 @@ from streams.envelope import Origin
 from streams.failures import due_ms
 from streams.flow import FlowControl
 from streams.lag import LagGate, consumer_groups
+from streams.intake import Intake
+from streams.human import TABLE as PARKED_TABLE
+from streams.human import TIMEOUT_CHECK_S, Parking, now_ms, timeout_record
 from streams.model import model_from_env
+from streams.patterns import bind_handler
+from streams.patterns.clock import ticker
 from streams.producer import AsyncProducer
 from streams.records import Headers, Incoming
 from streams.runner import AgentRunner
 from streams.settings import Settings
-from streams.topology import AgentSpec, Topology, import_handler
+from streams.topology import AgentSpec, Topology
 from streams.types import Model
 
 FETCH_BATCH = 500
@@ -103,7 +108,10 @@ def build_agent_app(
     )
     tables = {name: _table(app, name, topology, spec) for name in spec.tables}
     effects_table = _table(app, EFFECTS_TABLE, topology, spec)
-    handler = import_handler(spec.handler, topology.path.parent)
+    parked_table = _table(app, PARKED_TABLE, topology, spec)
+    handler = bind_handler(topology, spec, profile)
+    parking = Parking(parked_table, partial(_record_durably, parked_table))
+    app.timer(TIMEOUT_CHECK_S)(partial(_send_timeouts, profile, parking, topology.topic_name(topology.human_topic(agent)), set()))
     flow = FlowControl(topology.flow)
     horizon = horizon_of(read_to_end(profile, topology.topic_name(topology.replays_topic(agent))))
 
@@ -117,17 +125,21 @@ def build_agent_app(
                 llm = flow.throttle(model or model_from_env(), spec.name, spec.max_model_calls)
                 stack.push_async_callback(llm.aclose)
                 effects = SideEffects(effects_table, partial(_record_durably, effects_table), horizon)
-                runner = AgentRunner(topology, spec, handler, llm, tables, producer, effects, gate=_gate(topology, spec, profile, producer))
+                runner = AgentRunner(
+                    topology, spec, handler, llm, tables, producer, effects, parking, gate=_gate(topology, spec, profile, producer)
+                )
                 await _feed(stream, runner, spec.concurrency, stack, delayed=delayed)
 
         app.agent(topic, name=name, supervisor_strategy=CrashingSupervisor)(consume)  # type: ignore[arg-type]  # faust passes a Stream
 
-    # Fresh events and redriven dead letters flow at once; each retry level is its
+    # Fresh events, redriven dead letters and people's answers flow at once; each retry level is its
     # own stream that waits for its records to fall due, so retries never hold up
     # the main flow (and a level's uniform delay keeps its records in due order).
-    stream_agent(agent, [*spec.inputs, topology.redrive_topic(agent)], delayed=False)
+    stream_agent(agent, [*spec.inputs, topology.redrive_topic(agent), topology.human_topic(agent)], delayed=False)
     for level in range(1, len(topology.failures.retry_delays_s) + 1):
         stream_agent(f"{agent}-retry-{level}", [topology.retry_topic(agent, level)], delayed=True)
+    if spec.tick_s is not None:
+        app.task(ticker(lambda: app.assignor.assigned_actives(), topology, spec, profile))
     return AgentApp(app, spec, tables)
 
 
@@ -136,15 +148,18 @@ async def _feed(
 ) -> None:
     async def handle(event: EventT) -> None:
         _current_event.set(weakref.ref(event))  # faust tables find their partition through it
-        await runner.process(_incoming(event))
+        await runner.process(incoming_of(event))
 
     async def release(event: EventT) -> None:
         await stream.ack(event)
 
     dispatcher = KeyedDispatcher(handle, release, concurrency=concurrency, capacity=max(FETCH_BATCH, concurrency * 4))
     stack.push_async_callback(dispatcher.close)
+    intake = Intake(stream.app)
+    watch = asyncio.create_task(intake.watch())
+    stack.callback(watch.cancel)
     async for batch in stream.noack_take(FETCH_BATCH, within=FETCH_WITHIN_S):
-        for event in batch:
+        for event in await intake.admit(batch):
             message = event.message
             if delayed:
                 await _until_due(message.headers)
@@ -158,17 +173,35 @@ def _gate(topology: Topology, spec: AgentSpec, profile: BrokerProfile, producer:
     return LagGate(profile, consumer_groups(topology, spec.emits), producer.ends, max_lag)
 
 
-async def _record_durably(table: TableT[Any, Any], key: str, value: Any) -> None:
-    """Set a table key once its changelog record is acknowledged.
+async def _send_timeouts(profile: BrokerProfile, parking: Parking, topic: str, sent: set[tuple[str, int]]) -> None:
+    """Tell the owner of each timed-out question (this worker) to apply its policy, through the log."""
+    due = [(task_id, parked) for task_id, parked in parking.overdue(now_ms()) if (task_id, parked.asked_at_ms) not in sent]
+    if not due:
+        return
+    producer = AsyncProducer(profile.producer_config())
+    try:
+        await producer.send([timeout_record(topic, task_id, parked) for task_id, parked in due])
+    finally:
+        producer.close()
+    sent.update((task_id, parked.asked_at_ms) for task_id, parked in due)
 
-    ``table[key] = value`` sends the changelog record without handing back its
-    future, so this does the same two steps (faust's changelog send and store
-    write, on the current event's partition) in the order a crash needs: the
-    log first, so a local entry always has its changelog record.
+
+async def _record_durably(table: TableT[Any, Any], key: str, value: Any) -> None:
+    """Set a table key once its changelog record is acknowledged by the broker.
+
+    The record is sent without faust's changelog callback: that callback moves the
+    store's persisted offset past the record on acknowledgement, so a crash before
+    the local write would make recovery skip the record and the key would read as
+    unfinished. Without it, the next start replays the record (the table's
+    partition is the current event's, as for ``table[key] = value``).
     """
     event = current_event()
     assert event is not None, "side effects run while handling an event"
-    await table.send_changelog(event.message.partition, key, value)
+    sent = await table.changelog_topic.send(
+        key=key, value=value, partition=event.message.partition,
+        key_serializer=table.key_serializer, value_serializer=table.value_serializer,
+    )  # fmt: skip
+    await sent
     table.data[key] = value
 
 
@@ -185,10 +218,15 @@ def table_dir(topology: Topology, agent: str, settings: Settings) -> Path:
 
 def changelog_topics(topology: Topology, agent: str) -> list[str]:
     """The agent's table changelog topics, named as faust names them."""
-    return [f"{topology.group_id(agent)}-{table}-changelog" for table in topology.agents[agent].tables]
+    return [changelog_topic(topology.group_id(agent), table) for table in topology.agents[agent].tables]
 
 
-def _incoming(event: EventT) -> Incoming:
+def changelog_topic(group: str, table: str) -> str:
+    """The changelog of a table of the faust app ``group``, named as faust names it."""
+    return f"{group}-{table}-changelog"
+
+
+def incoming_of(event: EventT) -> Incoming:
     message = event.message
     origin = Origin(message.topic, message.partition, message.offset, int(message.timestamp * 1000))
     return Incoming(origin, message.key, message.value, _headers(message.headers))

@@ -19,7 +19,7 @@ from streams.broker import BrokerProfile
 from streams.errors import BrokerError
 from streams.liveness import register
 from streams.settings import Settings
-from streams.topology import Topology
+from streams.topology import ACTIONS_TOPIC, Topology
 from streams.wiring import build_agent_app
 
 
@@ -37,11 +37,14 @@ def run_agent(topology: Topology, agent: str, settings: Settings, profile: Broke
 def require_topics(topology: Topology, agent: str, profile: BrokerProfile) -> None:
     """Refuse to start on topics that do not exist rather than let faust invent them."""
     spec = topology.agents[agent]
-    logical = [*spec.inputs, *spec.emits, *topology.failure_topics(agent)]
+    require_existing(topology, f"agent '{agent}'", [*spec.inputs, *spec.emits, *topology.failure_topics(agent), ACTIONS_TOPIC], profile)
+
+
+def require_existing(topology: Topology, who: str, logical: Sequence[str], profile: BrokerProfile) -> None:
     existing = list_topics(profile)
     missing = sorted(topology.topic_name(t) for t in logical if topology.topic_name(t) not in existing)
     if missing:
-        raise BrokerError(f"agent '{agent}' needs topic(s) {', '.join(missing)}, which do not exist; run `kappa-agents topics apply`")
+        raise BrokerError(f"{who} needs topic(s) {', '.join(missing)}, which do not exist; run `kappa-agents topics apply`")
 
 
 def supervise(agents: Sequence[str], faust_args: Sequence[str]) -> int:

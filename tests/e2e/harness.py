@@ -7,7 +7,6 @@ a user runs them.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import subprocess
@@ -20,7 +19,7 @@ from pathlib import Path
 from streams.broker import BrokerProfile
 from streams.edge import Outgoing, send, tail
 from streams.envelope import new_event
-from streams.producer import AsyncProducer
+from streams.producer import publish
 from streams.records import Record
 from streams.topology import Topology
 from streams.types import JsonObject
@@ -28,6 +27,8 @@ from streams.types import JsonObject
 E2E_TOPOLOGY = Path(__file__).with_name("topology.yaml")
 FAILURES_TOPOLOGY = Path(__file__).with_name("failures.yaml")
 FLOW_TOPOLOGY = Path(__file__).with_name("flow.yaml")
+PATTERNS_TOPOLOGY = Path(__file__).with_name("patterns.yaml")
+TASKS_TOPOLOGY = Path(__file__).with_name("tasks.yaml")
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -85,15 +86,7 @@ class Cluster:
 
     def send_raw(self, topic: str, key: bytes | None, value: bytes) -> None:
         """Bytes as any producer might write them, valid or not."""
-
-        async def publish() -> None:
-            producer = AsyncProducer(self.profile.producer_config())
-            try:
-                await producer.send([Record(self.topology.topic_name(topic), key, value, [])])
-            finally:
-                producer.close()
-
-        asyncio.run(publish())
+        publish(self.profile, [Record(self.topology.topic_name(topic), key, value, [])])
 
     def read(self, topic: str, expect: int, *, timeout: float = 60.0) -> list[JsonObject]:
         """Every record on a topic, waiting until at least ``expect`` arrived (or timing out)."""

@@ -411,7 +411,7 @@ def test_namespace_prefixes_physical_topics_and_consumer_groups(tmp_path: Path) 
     assert "namespace 'test-1.'" in topology.summary()
 
 
-def test_all_topics_adds_each_agents_retry_redrive_dead_letter_and_replays_topics(tmp_path: Path) -> None:
+def test_all_topics_adds_each_agents_failure_topics_and_the_action_log(tmp_path: Path) -> None:
     path = write(tmp_path, """\
         app: demo
         events: {e: {}}
@@ -427,7 +427,9 @@ def test_all_topics_adds_each_agents_retry_redrive_dead_letter_and_replays_topic
     assert topology.dead_letter_topic("fraud") == "fraud.dlq"
     assert [(t.name, t.partitions, t.replication, t.cleanup_policy) for t in topology.all_topics()] == [
         ("a", 1, 1, "delete"),
+        ("agents.actions", 4, 3, "delete"),
         ("audit.dlq", 1, 1, "delete"),
+        ("audit.human", 1, 1, "delete"),
         ("audit.redrive", 1, 1, "delete"),
         ("audit.replays", 1, 1, "compact"),
         ("audit.retry.1", 1, 1, "delete"),
@@ -435,10 +437,12 @@ def test_all_topics_adds_each_agents_retry_redrive_dead_letter_and_replays_topic
         ("b", 1, 1, "delete"),
         ("c", 2, 3, "delete"),
         ("fraud.dlq", 2, 3, "delete"),
+        ("fraud.human", 2, 3, "delete"),
         ("fraud.redrive", 2, 3, "delete"),
         ("fraud.replays", 2, 3, "compact"),
         ("fraud.retry.1", 2, 3, "delete"),
         ("fraud.retry.2", 2, 3, "delete"),
+        ("projections.dlq", 4, 3, "delete"),
     ]
 
 
@@ -515,3 +519,11 @@ def test_unknown_failure_category_is_reported_with_a_suggestion(tmp_path: Path) 
     [problem] = problems(write(tmp_path, text), import_handlers=False)
 
     assert "unknown failure category 'rate_limit' (did you mean 'rate_limited'?)" in problem.message
+
+
+def test_an_agent_may_not_take_the_name_of_the_built_in_projections_worker(tmp_path: Path) -> None:
+    path = write(tmp_path, agents_only("projections: {handler: 'x:handle', subscribe: a}\n"))
+
+    [problem] = problems(path, import_handlers=False)
+
+    assert problem.where == "agents.projections" and "built-in worker" in problem.message and "rename" in problem.fix

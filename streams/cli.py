@@ -77,6 +77,7 @@ def _parser() -> argparse.ArgumentParser:
     send.add_argument("--key", help="record key (picks the partition; same key, same order)")
     send.add_argument("--key-field", help="use this payload field as the key")
     send.add_argument("--json-wire", action="store_true", help="write the JSON envelope instead of Avro")
+    send.add_argument("--max-lag", type=int, metavar="N", help="wait while an agent reading the topic lags more than N (default: flow.max_lag)")
     send.set_defaults(run=_send)
 
     tail = sub.add_parser("tail", help="print the decoded events of a topic")
@@ -229,7 +230,8 @@ def _send(args: argparse.Namespace, _: list[str]) -> int:
     topology = rt.topology
     texts = [line for line in args.file.read_text().splitlines() if line.strip()] if args.file else [args.json or ""]
     items = [build_outgoing(topology, args.topic, text, event_type=args.type, key_field=args.key_field, key=args.key) for text in texts]
-    send(rt.profile, topology, args.topic, items, as_json=args.json_wire)
+    max_lag = args.max_lag if args.max_lag is not None else topology.flow.max_lag
+    send(rt.profile, topology, args.topic, items, as_json=args.json_wire, max_lag=max_lag)
     print(f"sent {len(items)} event(s) to {topology.topic_name(args.topic)}")
     return 0
 

@@ -23,8 +23,7 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-import faust
-from faust.types import TP, EventT
+from faust.types import TP, AppT, EventT
 
 SEEK_ATTEMPTS = 3
 SEEK_PATIENCE_S = 5.0
@@ -37,7 +36,7 @@ log = logging.getLogger(__name__)
 class Intake:
     """Per partition, the next offset an agent's dispatcher must see, and the seeks to get it."""
 
-    def __init__(self, app: faust.App) -> None:
+    def __init__(self, app: AppT) -> None:
         self._app = app
         self._generation: int | None = None
         self._next: dict[TP, int] = {}

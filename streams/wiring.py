@@ -197,10 +197,7 @@ async def _record_durably(table: TableT[Any, Any], key: str, value: Any) -> None
     """
     event = current_event()
     assert event is not None, "side effects run while handling an event"
-    sent = await table.changelog_topic.send(
-        key=key, value=value, partition=event.message.partition,
-        key_serializer=table.key_serializer, value_serializer=table.value_serializer,
-    )  # fmt: skip
+    sent = await table.changelog_topic.send(key=key, value=value, partition=event.message.partition)
     await sent
     table.data[key] = value
 

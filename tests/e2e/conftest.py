@@ -10,7 +10,7 @@ import pytest
 from streams.admin import apply_topics, topics_wanted
 from streams.broker import BrokerProfile
 from streams.topology import load_topology
-from tests.e2e.harness import E2E_TOPOLOGY, FAILURES_TOPOLOGY, PATTERNS_TOPOLOGY, TASKS_TOPOLOGY, Cluster, print_logs
+from tests.e2e.harness import E2E_TOPOLOGY, FAILURES_TOPOLOGY, FUZZ_TOPOLOGY, PATTERNS_TOPOLOGY, TASKS_TOPOLOGY, Cluster, print_logs
 
 
 @pytest.fixture
@@ -22,6 +22,12 @@ def cluster(broker: BrokerProfile, kappa_env: dict[str, str], namespace: str, tm
 def failing_cluster(broker: BrokerProfile, kappa_env: dict[str, str], namespace: str, tmp_path: Path) -> Iterator[Cluster]:
     """Agents that fail on purpose (tests/e2e/failures.yaml), with fast retry levels."""
     yield from _cluster(FAILURES_TOPOLOGY, broker, kappa_env, namespace, tmp_path)
+
+
+@pytest.fixture
+def fuzz_cluster(broker: BrokerProfile, kappa_env: dict[str, str], namespace: str, tmp_path: Path) -> Iterator[Cluster]:
+    """The counter agent behind a schema-checked topic (tests/e2e/fuzz.yaml)."""
+    yield from _cluster(FUZZ_TOPOLOGY, broker, kappa_env, namespace, tmp_path)
 
 
 @pytest.fixture

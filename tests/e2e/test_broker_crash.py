@@ -9,11 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from streams.admin import apply_topics, topics_wanted
 from streams.broker import EmbeddedBroker, detect_profile
 from streams.settings import Settings
-from streams.topology import load_topology
-from tests.e2e.harness import E2E_TOPOLOGY, Cluster, print_logs
+from tests.e2e.conftest import cluster_of
+from tests.e2e.harness import E2E_TOPOLOGY, Cluster
 from tests.e2e.world import actions, assert_each_paid_once, wait_for_actions
 
 pytestmark = pytest.mark.e2e
@@ -35,17 +34,8 @@ def durable_broker(spare_settings: Settings) -> Iterator[EmbeddedBroker]:
 @pytest.fixture
 def durable_cluster(durable_broker: EmbeddedBroker, spare_settings: Settings, namespace: str, tmp_path: Path) -> Iterator[Cluster]:
     profile = detect_profile(spare_settings)
-    topology = load_topology(E2E_TOPOLOGY, namespace=namespace)
-    apply_topics(profile, topics_wanted(topology))
     env = {"KAFKA_BOOTSTRAP_SERVERS": profile.bootstrap, "KAPPA_NAMESPACE": namespace}
-    logs = tmp_path / "logs"
-    logs.mkdir()
-    cluster = Cluster(topology, profile, env, logs, [])
-    yield cluster
-    for worker in cluster.workers:
-        if worker.alive():
-            worker.kill()
-    print_logs(cluster)
+    yield from cluster_of(E2E_TOPOLOGY, profile, env, namespace, tmp_path)
 
 
 def test_broker_sigkilled_mid_stream_loses_no_event_and_repeats_no_charge(

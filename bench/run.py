@@ -4,7 +4,11 @@
 one after another on the same broker in the same run, each on topics of its own.
 Writes bench/results.json, prints a table; exits 1 when any row's output is wrong.
 
-Environment: BENCH_EVENTS (200000), BENCH_LATENCY_EVENTS (5000), and
+Then the flow-control scenarios (bench/scenarios.py) and every target of the
+dispatch issue, met or missed, in the same file.
+
+Environment: BENCH_EVENTS (200000), BENCH_LATENCY_EVENTS (5000), BENCH_BUCKET_S (60),
+BENCH_SOAK_EVENTS (1000000), BENCH_SCENARIOS=0 to skip the scenarios, and
 KAFKA_BOOTSTRAP_SERVERS to use a running cluster instead of an embedded broker.
 """
 
@@ -32,6 +36,7 @@ from typing import Any
 import confluent_kafka
 
 from bench.measure import Plan, Progress, Row, RowResult, run_row
+from bench.scenarios import Scenario, run_scenarios
 from bench.workload import AGENT, INPUT_TOPIC, KEYS, TOPOLOGY, input_records
 from streams.broker import BrokerProfile, EmbeddedBroker, detect_profile
 from streams.settings import load_settings
@@ -62,15 +67,33 @@ def main() -> int:
             progress(f"broker {profile.bootstrap} ({'embedded Tansu' if profile.embedded else 'Kafka'}); encoding {events:,} events")
             plan = Plan(profile, uuid.uuid4().hex[:8], work_dir, events, latency_events, input_records(range(events)))
             results = [_run(plan, row, progress) for row in ROWS]
+            scenarios = run_scenarios(plan, progress) if os.environ.get("BENCH_SCENARIOS") != "0" else []
     except KeyboardInterrupt:
         print("interrupted: workers and broker stopped", file=sys.stderr)
         return 130
     _set_ratios(results)
-    report = _report(plan, results, time.monotonic() - started)
+    scenarios = [*_row_targets(results), *scenarios]
+    report = _report(plan, results, scenarios, time.monotonic() - started)
     RESULTS.write_text(json.dumps(report, indent=2) + "\n")
     print(_table(results))
+    print(_targets_table(scenarios))
     print(f"{events:,} backlog events per row, then at least {latency_events:,} paced at half its rate; run took {report['run_s']:.0f} s; wrote {RESULTS}")
-    return 0 if all(result.ok for result in results) else 1
+    return 0 if all(result.ok for result in results) and not any(s.problems for s in scenarios) else 1
+
+
+def _row_targets(results: list[RowResult]) -> list[Scenario]:
+    """(a) and (e), read off the throughput rows."""
+    kappa = next(result for result in results if result.name == "kappa")
+    speed = Scenario("speed", "(a) agent with a table vs the raw loop", ">= 0.25 x raw events/s",
+                     {"ratio_to_raw": round(kappa.ratio_to_raw, 3), "p50_ms": round(kappa.p50_ms, 1), "p99_ms": round(kappa.p99_ms, 1)},
+                     ok=kappa.ratio_to_raw >= 0.25)
+    cold = Scenario("cold_start", "(e) worker cold start to first processed event", "<= 5 s",
+                    {"seconds": round(kappa.startup_s, 2)}, ok=kappa.startup_s <= 5)
+    return [speed, cold]  # fmt: skip
+
+
+def _targets_table(scenarios: list[Scenario]) -> str:
+    return "\n".join(f"{'met   ' if s.ok else 'MISSED'} {s.label}: {s.target}; {s.figures}" for s in scenarios)
 
 
 def _run(plan: Plan, row: Row, progress: Progress) -> RowResult:
@@ -110,7 +133,7 @@ def _set_ratios(results: list[RowResult]) -> None:
         result.ratio_to_raw = result.events_per_s / raw
 
 
-def _report(plan: Plan, results: list[RowResult], run_s: float) -> dict[str, Any]:
+def _report(plan: Plan, results: list[RowResult], scenarios: list[Scenario], run_s: float) -> dict[str, Any]:
     return {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": _machine(),
@@ -121,6 +144,7 @@ def _report(plan: Plan, results: list[RowResult], run_s: float) -> dict[str, Any
         "keys": KEYS,
         "run_s": round(run_s, 1),
         "rows": [{**asdict(result), "ok": result.ok} for result in results],
+        "targets": [asdict(scenario) for scenario in scenarios],
     }
 
 

@@ -125,6 +125,8 @@ class BrokerProfile:
                 # table recovery neither raises ConsistencyError nor replays too little.
                 "producer_max_batch_size": 1,
                 # Joins wait half the session timeout: faust's 60 s default → ~32 s start.
+                # Tried 3.5 s (a ~1 s faster cold start): a bench run's faust worker on a
+                # loaded 2-core machine then stalled for 60 s; cause not isolated, kept 6 s.
                 "broker_session_timeout": 6.0,
                 "broker_heartbeat_interval": 2.0,
             }

@@ -52,6 +52,7 @@ def _parser() -> argparse.ArgumentParser:
 
     broker = sub.add_parser("broker", help="run the embedded Kafka-compatible broker (Tansu)")
     broker.add_argument("action", choices=["start", "stop", "status"])
+    broker.add_argument("--durable", action="store_true", help="store in a local SeaweedFS (S3) under the state dir, surviving a crash")
     broker.set_defaults(run=_broker)
 
     topology = sub.add_parser("topology", help="validate and describe topology.yaml")
@@ -76,6 +77,7 @@ def _parser() -> argparse.ArgumentParser:
     send.add_argument("--key", help="record key (picks the partition; same key, same order)")
     send.add_argument("--key-field", help="use this payload field as the key")
     send.add_argument("--json-wire", action="store_true", help="write the JSON envelope instead of Avro")
+    send.add_argument("--max-lag", type=int, metavar="N", help="wait while an agent reading the topic lags more than N (default: flow.max_lag)")
     send.set_defaults(run=_send)
 
     tail = sub.add_parser("tail", help="print the decoded events of a topic")
@@ -162,12 +164,15 @@ def _broker(args: argparse.Namespace, _: list[str]) -> int:
     if settings.bootstrap_servers:
         print(f"KAFKA_BOOTSTRAP_SERVERS={settings.bootstrap_servers} is set: that cluster is used, nothing embedded runs")
         return 0
-    broker = EmbeddedBroker(settings)
+    broker = EmbeddedBroker(settings, durable=args.durable)
     if args.action == "stop":
         print("stopped" if broker.stop() else "not running")
         return 0
     status = broker.start() if args.action == "start" else broker.status()
-    print(f"{'running' if status.running else 'not running'} on {status.bootstrap} (pid {status.pid}, log {status.log})")
+    print(f"{'running' if status.running else 'not running'} on {status.bootstrap} (pid {status.pid}, storage {status.storage}, log {status.log})")
+    if status.store is not None:
+        store = status.store
+        print(f"storage: SeaweedFS {'running' if store.running else 'not running'} at {store.endpoint} (pid {store.pid}, data {store.data_dir}, log {store.log})")
     return 0 if status.running or args.action == "status" else 1
 
 
@@ -225,7 +230,8 @@ def _send(args: argparse.Namespace, _: list[str]) -> int:
     topology = rt.topology
     texts = [line for line in args.file.read_text().splitlines() if line.strip()] if args.file else [args.json or ""]
     items = [build_outgoing(topology, args.topic, text, event_type=args.type, key_field=args.key_field, key=args.key) for text in texts]
-    send(rt.profile, topology, args.topic, items, as_json=args.json_wire)
+    max_lag = args.max_lag if args.max_lag is not None else topology.flow.max_lag
+    send(rt.profile, topology, args.topic, items, as_json=args.json_wire, max_lag=max_lag)
     print(f"sent {len(items)} event(s) to {topology.topic_name(args.topic)}")
     return 0
 

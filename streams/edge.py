@@ -8,6 +8,7 @@ topic, dead letters included, into one JSON line per record.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import time
 import uuid
@@ -22,11 +23,16 @@ from streams.catalog import EventCatalog
 from streams.failures import DLQ, RETRY, fields
 from streams.envelope import Event, Origin, decode, encode, encode_json, json_object, new_event
 from streams.errors import BrokerError, EnvelopeError
-from streams.producer import publish
+from streams.lag import LagGate, consumer_groups
+from streams.producer import AsyncProducer, publish
 from streams.records import Incoming, Record, from_confluent
 from streams.topology import Topology
 from streams.tracing import new_trace_headers
 from streams.types import JsonObject
+
+
+SEND_CHUNK = 100
+"""Events ``send`` publishes between two looks at the consumers' lag."""
 
 
 @dataclass(frozen=True)
@@ -58,15 +64,41 @@ def build_outgoing(
     return Outgoing(event, key if key is not None else _key_from(payload, key_field))
 
 
-def send(profile: BrokerProfile, topology: Topology, topic: str, items: Sequence[Outgoing], *, as_json: bool = False) -> None:
-    """Publish events and wait until the broker acknowledged every one."""
+def send(
+    profile: BrokerProfile,
+    topology: Topology,
+    topic: str,
+    items: Sequence[Outgoing],
+    *,
+    as_json: bool = False,
+    max_lag: int | None = None,
+) -> None:
+    """Publish events and wait until the broker acknowledged every one.
+
+    With ``max_lag``, events go in chunks, each once no agent reading the topic
+    lags more than ``max_lag`` records behind what this call sent.
+    """
     physical = topology.topic_name(topic)
     records = [
         Record(physical, _bytes(item.key), encode_json(item.event) if as_json else encode(item.event), new_trace_headers())
         for item in items
     ]
+    if max_lag is None:
+        publish(profile, records)
+    else:
+        asyncio.run(_publish_paced(profile, topology, topic, records, max_lag))
 
-    publish(profile, records)
+
+async def _publish_paced(profile: BrokerProfile, topology: Topology, topic: str, records: Sequence[Record], max_lag: int) -> None:
+    """``records`` in chunks, each once no agent reading ``topic`` lags more than ``max_lag``."""
+    producer = AsyncProducer(profile.producer_config())
+    try:
+        gate = LagGate(profile, consumer_groups(topology, [topic]), producer.ends, max_lag)
+        for start in range(0, len(records), SEND_CHUNK):
+            await gate.wait([topology.topic_name(topic)])
+            await producer.send(records[start : start + SEND_CHUNK])
+    finally:
+        producer.close()
 
 
 def tail(profile: BrokerProfile, physical_topic: str, *, idle_s: float = 2.0, limit: int | None = None) -> Iterator[JsonObject]:

@@ -31,6 +31,8 @@ class AsyncProducer:
 
     def __init__(self, config: dict[str, Any]) -> None:
         self._producer = Producer(config)
+        self.ends: dict[tuple[str, int], int] = {}
+        """Per (topic, partition): the offset after the last record this producer had acknowledged."""
         self._stopping = threading.Event()
         self._poller = threading.Thread(target=self._poll, name="kappa-producer-poll", daemon=True)
         self._poller.start()
@@ -53,6 +55,10 @@ class AsyncProducer:
         future: asyncio.Future[None] = loop.create_future()
 
         def delivered(err: KafkaError | None, msg: Message) -> None:
+            partition, offset = msg.partition(), msg.offset()
+            if err is None and partition is not None and offset is not None:
+                where = (record.topic, partition)
+                self.ends[where] = max(self.ends.get(where, 0), offset + 1)
             loop.call_soon_threadsafe(_settle, future, err, record.topic)
 
         while True:

@@ -24,6 +24,7 @@ from streams.envelope import Event, decode, encode
 from streams.errors import CircularDelegation, EnvelopeError
 from streams.failures import Delivery, Failure, dead_letter_record, retry_record
 from streams.human import ANSWER_TYPE, TIMEOUT_TYPE, Conversation, InputRequired, Parked, Parking, answer_problem
+from streams.lag import LagGate
 from streams.producer import AsyncProducer
 from streams.records import Incoming, Record
 from streams.topology import AgentSpec, Topology
@@ -49,6 +50,7 @@ class AgentRunner:
         parking: Parking,
         clock: Callable[[], float] = time.time,
         reads: Topology | None = None,
+        gate: LagGate | None = None,
     ) -> None:
         """``reads``: the topology whose input topics records come from, when not ``topology`` (a sandbox reads production's)."""
         self._topology = topology
@@ -60,6 +62,8 @@ class AgentRunner:
         self._effects = effects
         self._parking = parking
         self._clock = clock
+        self._gate = gate
+        """Outputs wait while a consumer of their topic lags too far (``flow.max_lag``)."""
         self._catalog = EventCatalog(topology)
         self._logical = {(reads or topology).topic_name(name): name for name in spec.inputs}
         self._human_topic = topology.human_topic(spec.name)
@@ -89,6 +93,8 @@ class AgentRunner:
             except Exception as exc:  # every failure is data: routed by category, never a crash
                 await self._fail(record, delivery, classify(exc), actions)
                 return
+            if self._gate is not None:
+                await self._gate.wait(output.topic for output in outputs)
             logged = self._action_log.records(actions.actions)
             if any(output.topic in self._handover for output in outputs):
                 # The action log first, so the agent these outputs go to logs after us: one task, one causal story.
@@ -101,7 +107,8 @@ class AgentRunner:
     ) -> list[Record] | None:
         """The handler's outputs, or None: it asked a person, and the call is parked until the answer."""
         try:
-            return await asyncio.wait_for(self._handle(event, record.key, delivery, topic, actions, answers), self._spec.timeout_s)
+            async with asyncio.timeout(self._spec.timeout_s):  # no task per event, unlike wait_for
+                return await self._handle(event, record.key, delivery, topic, actions, answers)
         except InputRequired as need:
             await self._parking.park(event.task_id, Parked(record, topic, answers, need.question, self._now_ms()))
             actions.asked(need.question, self._human_topic, record.origin.partition, record.key)

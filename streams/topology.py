@@ -25,6 +25,7 @@ import yaml
 from fastavro.schema import SchemaParseException
 
 from streams.errors import TopologyError
+from streams.flow import FlowSpec, ModelLimits
 
 if TYPE_CHECKING:
     from streams.patterns.common import Pattern
@@ -38,12 +39,14 @@ ACTIONS_PARTITIONS = 4
 PROJECTIONS = "projections"
 """The built-in worker that folds the action log into the read side (``streams.projections``)."""
 
-_TOP_LEVEL_KEYS = ("app", "events", "topics", "agents", "failures", "patterns")
+_TOP_LEVEL_KEYS = ("app", "events", "topics", "agents", "failures", "patterns", "flow")
 _FAILURE_KEYS = ("retry_delays_s", "max_hops", "dlq_depth_warning", "categories")
 _CATEGORY_KEYS = ("retryable", "max_attempts")
 _EVENT_KEYS = ("schema",)
 _TOPIC_KEYS = ("partitions", "replication", "retention_ms", "cleanup_policy", "events", "config")
-_AGENT_KEYS = ("handler", "subscribe", "exclude", "emits", "tables", "concurrency", "timeout_s", "version")
+_AGENT_KEYS = ("handler", "subscribe", "exclude", "emits", "tables", "concurrency", "timeout_s", "version", "max_model_calls")
+_FLOW_KEYS = ("models", "max_model_calls", "max_lag")
+_MODEL_LIMIT_KEYS = ("tokens_per_s", "requests_per_s", "burst_tokens", "burst_requests")
 _CLEANUP_POLICIES = ("delete", "compact", "compact,delete")
 _FIRST_CLASS_CONFIGS = {"cleanup.policy": "cleanup_policy", "retention.ms": "retention_ms"}
 _GLOB_CHARS = frozenset("*?[")
@@ -114,6 +117,8 @@ class AgentSpec:
     """The ``patterns:`` entry this agent was expanded from; ``streams.patterns`` binds its handler."""
     tick_s: float | None = None
     """Set: the runtime posts a tick to each of its assigned input partitions this often (deadlines)."""
+    max_model_calls: int | None = None
+    """Model calls of this agent in flight at once (``streams.flow``); None: only ``concurrency`` caps them."""
 
 
 @dataclass(frozen=True)
@@ -173,6 +178,7 @@ class Topology:
     failures: FailurePolicy = field(default_factory=FailurePolicy)
     patterns: Mapping[str, Pattern] = field(default_factory=lambda: MappingProxyType({}))
     """What each ``patterns:`` entry expanded into; its topics and agents are in ``topics``/``agents`` too."""
+    flow: FlowSpec = field(default_factory=FlowSpec)
 
     def topic_name(self, logical: str) -> str:
         """The physical Kafka topic."""
@@ -428,6 +434,7 @@ def _parse(root: _Node, path: Path, namespace: str, handler_dir: Path | None, re
         MappingProxyType({**agents, **expansion.agents}),
         failures,
         MappingProxyType(expansion.patterns),
+        _parse_flow(fields.get("flow"), report),
     )
 
 
@@ -444,6 +451,34 @@ def _parse_failures(node: _Node | None, report: _Report) -> FailurePolicy:
         dlq_depth_warning=_int(warning, 1, report) if warning is not None else None,
         categories=MappingProxyType({**DEFAULT_CATEGORIES, **_categories(fields.get("categories"), report)}),
     )
+
+
+def _parse_flow(node: _Node | None, report: _Report) -> FlowSpec:
+    fields = _mapping(node, report)
+    _check_keys(fields, _FLOW_KEYS, report)
+    calls, lag = fields.get("max_model_calls"), fields.get("max_lag")
+    return FlowSpec(
+        models=MappingProxyType(_section(fields.get("models"), report, lambda _, entry: _model_limits(entry, report))),
+        max_model_calls=_int(calls, 1, report) if calls is not None else None,
+        max_lag=_int(lag, 1, report) if lag is not None else None,
+    )
+
+
+def _model_limits(entry: _Node, report: _Report) -> ModelLimits:
+    """A model's budget; every figure a number > 0, at least one of the two rates."""
+    fields = _mapping(entry, report)
+    _check_keys(fields, _MODEL_LIMIT_KEYS, report)
+    if "tokens_per_s" not in fields and "requests_per_s" not in fields:
+        report.add(entry, "a model's limits need a rate", "add tokens_per_s: and/or requests_per_s:")
+    figures = {key: _rate(node, report) for key, node in fields.items() if key in _MODEL_LIMIT_KEYS}
+    return ModelLimits(**figures, line=entry.line)
+
+
+def _rate(node: _Node, report: _Report) -> float | None:
+    if isinstance(node.value, int | float) and not isinstance(node.value, bool) and node.value > 0:
+        return float(node.value)
+    report.add(node, f"expected a number > 0, got {_shown(node.value)}", "write e.g. 1000 or 2.5")
+    return None
 
 
 def _categories(node: _Node | None, report: _Report) -> dict[str, CategoryPolicy]:
@@ -577,6 +612,7 @@ def _parse_agent(
         line=entry.line,
         timeout_s=_seconds(fields.get("timeout_s"), AgentSpec.timeout_s, report),
         version=str(fields["version"].value) if "version" in fields else AgentSpec.version,
+        max_model_calls=_int(fields["max_model_calls"], 1, report) if "max_model_calls" in fields else None,
     )
 
 

@@ -8,6 +8,7 @@ port, stopped when the session ends.
 from __future__ import annotations
 
 import gc
+import random
 import socket
 import uuid
 from collections.abc import Iterator
@@ -72,6 +73,27 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+def free_port_run(count: int) -> int:
+    """A free port with the ``count`` above it free too: a durable broker's SeaweedFS takes those.
+
+    Below Linux's ephemeral range (32768+), so that no client connection of the
+    processes being started takes one of them as its local port first.
+    """
+    while True:
+        base = random.randrange(20000, 32768 - count)
+        if all(_free(base + i) for i in range(count + 1)):
+            return base
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
 
 
 def _docker_answers() -> bool:

@@ -10,7 +10,9 @@ import pytest
 from streams.admin import apply_topics, topics_wanted
 from streams.broker import BrokerProfile
 from streams.topology import load_topology
-from tests.e2e.harness import E2E_TOPOLOGY, FAILURES_TOPOLOGY, FUZZ_TOPOLOGY, PATTERNS_TOPOLOGY, TASKS_TOPOLOGY, Cluster, print_logs
+from tests.e2e.harness import (
+    E2E_TOPOLOGY, FAILURES_TOPOLOGY, FLOW_TOPOLOGY, FUZZ_TOPOLOGY, PATTERNS_TOPOLOGY, TASKS_TOPOLOGY, Cluster, print_logs,
+)  # fmt: skip
 
 
 @pytest.fixture
@@ -28,6 +30,12 @@ def failing_cluster(broker: BrokerProfile, kappa_env: dict[str, str], namespace:
 def fuzz_cluster(broker: BrokerProfile, kappa_env: dict[str, str], namespace: str, tmp_path: Path) -> Iterator[Cluster]:
     """The counter agent behind a schema-checked topic (tests/e2e/fuzz.yaml)."""
     yield from cluster_of(FUZZ_TOPOLOGY, broker, kappa_env, namespace, tmp_path)
+
+
+@pytest.fixture
+def flow_cluster(broker: BrokerProfile, kappa_env: dict[str, str], namespace: str, tmp_path: Path) -> Iterator[Cluster]:
+    """An agent whose model calls are throttled by a token bucket (tests/e2e/flow.yaml)."""
+    yield from cluster_of(FLOW_TOPOLOGY, broker, kappa_env, namespace, tmp_path)
 
 
 @pytest.fixture

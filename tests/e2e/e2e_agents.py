@@ -67,3 +67,9 @@ async def pay(event: Event, ctx: Context) -> Emit:
     charge = await ctx.side_effect("charge", lambda: act("charge"), irreversible=True)
     receipt = await ctx.side_effect("receipt", lambda: act("receipt"))
     return Emit("paid.out", "paid", {"seq": seq, "charge": charge, "receipt": receipt})
+
+
+async def ask(event: Event, ctx: Context) -> Emit:
+    """One model call per event: what the flow-control tests throttle."""
+    answer = await ctx.model.complete([{"role": "user", "content": event.payload["text"]}])
+    return Emit("asks.out", "answered", {"seq": event.payload["seq"], "tokens": answer.input_tokens})

@@ -26,6 +26,7 @@ from streams.types import JsonObject
 
 E2E_TOPOLOGY = Path(__file__).with_name("topology.yaml")
 FAILURES_TOPOLOGY = Path(__file__).with_name("failures.yaml")
+FLOW_TOPOLOGY = Path(__file__).with_name("flow.yaml")
 FUZZ_TOPOLOGY = Path(__file__).with_name("fuzz.yaml")
 PATTERNS_TOPOLOGY = Path(__file__).with_name("patterns.yaml")
 TASKS_TOPOLOGY = Path(__file__).with_name("tasks.yaml")
@@ -51,6 +52,11 @@ class Worker:
 
     def alive(self) -> bool:
         return self.process.poll() is None
+
+    def rss_mb(self) -> float:
+        """Resident memory of the worker process now."""
+        status = Path(f"/proc/{self.process.pid}/status").read_text()
+        return next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:")) / 1024
 
 
 @dataclass

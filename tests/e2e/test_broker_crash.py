@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 
 from streams.broker import EmbeddedBroker, detect_profile
-from streams.settings import Settings
+from streams.object_store import PORT_OFFSETS
+from streams.settings import Settings, load_settings
+from tests.conftest import free_port_run
 from tests.e2e.conftest import cluster_of
 from tests.e2e.harness import E2E_TOPOLOGY, Cluster
 from tests.e2e.world import actions, assert_each_paid_once, wait_for_actions
@@ -23,17 +25,23 @@ DOWN_S = 2.0
 
 
 @pytest.fixture
-def durable_broker(spare_settings: Settings) -> Iterator[EmbeddedBroker]:
+def durable_settings(tmp_path: Path) -> Settings:
+    """A port with the ones SeaweedFS takes above it free, and a state dir of this test's own."""
+    return load_settings({"KAPPA_STATE_DIR": str(tmp_path / "state"), "KAPPA_BROKER_PORT": str(free_port_run(len(PORT_OFFSETS)))})
+
+
+@pytest.fixture
+def durable_broker(durable_settings: Settings) -> Iterator[EmbeddedBroker]:
     """This test's own broker on s3:// storage (SeaweedFS), not the session's in-memory one."""
-    broker = EmbeddedBroker(spare_settings, durable=True)
+    broker = EmbeddedBroker(durable_settings, durable=True)
     broker.start()
     yield broker
     broker.stop()
 
 
 @pytest.fixture
-def durable_cluster(durable_broker: EmbeddedBroker, spare_settings: Settings, namespace: str, tmp_path: Path) -> Iterator[Cluster]:
-    profile = detect_profile(spare_settings)
+def durable_cluster(durable_broker: EmbeddedBroker, durable_settings: Settings, namespace: str, tmp_path: Path) -> Iterator[Cluster]:
+    profile = detect_profile(durable_settings)
     env = {"KAFKA_BOOTSTRAP_SERVERS": profile.bootstrap, "KAPPA_NAMESPACE": namespace}
     yield from cluster_of(E2E_TOPOLOGY, profile, env, namespace, tmp_path)
 

@@ -20,7 +20,9 @@ from confluent_kafka.admin import AdminClient, NewTopic, OffsetSpec
 
 from streams.broker import BrokerProfile, EmbeddedBroker, detect_profile
 from streams.errors import BrokerError, ConfigError
+from streams.object_store import ObjectStore
 from streams.settings import Settings, load_settings
+from tests.conftest import free_port_run
 
 
 def _create_topic(profile: BrokerProfile, name: str, partitions: int = 1) -> None:
@@ -242,3 +244,38 @@ def test_faust_takes_every_setting_of_the_profile() -> None:
         "broker_heartbeat_interval": 2.0,
     }
     assert [str(url) for url in app.conf.broker] == ["kafka://127.0.0.1:9"]
+
+
+@pytest.mark.e2e
+def test_durable_start_from_the_command_line_keeps_records_across_a_broker_kill(tmp_path: Path) -> None:
+    env = os.environ | {"KAPPA_STATE_DIR": str(tmp_path / "state"), "KAPPA_BROKER_PORT": str(free_port_run(len(ObjectStore.for_settings(load_settings()).ports)))}
+    spare_settings = load_settings(env)
+    env.pop("KAFKA_BOOTSTRAP_SERVERS", None)
+
+    def cli(*args: str) -> str:
+        done = subprocess.run([sys.executable, "-m", "streams.cli", "broker", *args], env=env, capture_output=True, text=True, timeout=90)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    broker = EmbeddedBroker(spare_settings)  # no --durable: it finds the durable data and keeps using it
+    try:
+        started = cli("start", "--durable")
+        profile = detect_profile(spare_settings)
+        _create_topic(profile, "kept")
+        producer = Producer(profile.producer_config())
+        for i in range(100):
+            producer.produce("kept", str(i).encode())
+        assert producer.flush(10) == 0
+        broker.kill()
+        restarted = cli("start")
+        consumer = Consumer({**profile.consumer_config("durable-check"), "enable.partition.eof": True})
+        consumer.assign([TopicPartition("kept", 0, 0)])
+        values = [m.value() for m in consumer.consume(200, timeout=10) if m.error() is None]
+        consumer.close()
+    finally:
+        stopped = cli("stop")
+
+    assert "storage s3://" in started and "storage: SeaweedFS running" in started
+    assert "storage s3://" in restarted
+    assert values == [str(i).encode() for i in range(100)]
+    assert stopped.strip() == "stopped" and not broker.status().running

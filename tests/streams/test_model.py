@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 from aiohttp import web
@@ -24,8 +23,7 @@ from streams.model import (
     model_from_env,
 )
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-Connect = Callable[..., Awaitable[OpenAIModel]]
+from tests.streams.conftest import Connect, chat_completion
 
 
 def ask(text: str) -> list[dict[str, str]]:
@@ -111,39 +109,6 @@ async def test_prompt_larger_than_the_context_window_is_refused() -> None:
     assert (await model.complete(ask("x" * 300))).text.startswith("ack: ")
     with pytest.raises(ContextWindowExceeded, match="accepts 100"):
         await model.complete(ask("x" * 401))
-
-
-@pytest.fixture
-async def connect() -> AsyncIterator[Connect]:
-    """Serves one handler on 127.0.0.1 (random port) and gives an OpenAIModel pointed at it."""
-    runners: list[web.AppRunner] = []
-    models: list[OpenAIModel] = []
-
-    async def serve(handler: Handler, timeout_s: float = 5.0) -> OpenAIModel:
-        app = web.Application()
-        app.router.add_post("/v1/chat/completions", handler)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        runners.append(runner)
-        await web.TCPSite(runner, "127.0.0.1", 0).start()
-        host, port = runner.addresses[0][:2]
-        settings = OpenAISettings(base_url=f"http://{host}:{port}/v1", api_key="sk-test", model="m-1", timeout_s=timeout_s)
-        models.append(OpenAIModel(settings))
-        return models[-1]
-
-    yield serve
-    for model in models:
-        await model.aclose()
-    for runner in runners:
-        await runner.cleanup()
-
-
-def chat_completion(text: str, prompt_tokens: int = 11, completion_tokens: int = 3) -> dict[str, object]:
-    return {
-        "model": "m-1-2025",
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}}],
-        "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens},
-    }
 
 
 async def test_openai_completion_parses_text_and_usage_from_the_server(connect: Connect) -> None:

@@ -238,7 +238,7 @@ def test_unknown_key_suggests_the_closest_allowed_key(tmp_path: Path) -> None:
 
     assert (problem.line, problem.where) == (7, "agents.fraud.emit")
     assert problem.message == "unknown key 'emit' (did you mean 'emits'?)"
-    assert problem.fix == "use one of: handler, subscribe, exclude, emits, tables, concurrency, timeout_s, version"
+    assert problem.fix == "use one of: handler, subscribe, exclude, emits, tables, concurrency, timeout_s, version, max_model_calls"
 
 
 def test_wrong_values_and_illegal_names_are_reported(tmp_path: Path) -> None:

@@ -48,12 +48,23 @@ class Delivery:
 
     @classmethod
     def of(cls, record: Incoming) -> Delivery:
+        """This delivery; ``retry.*`` headers that do not parse (another producer wrote them) count as none."""
         retry = fields(record.headers, RETRY)
-        if "topic" not in retry:
-            o = record.origin
-            return cls(o.topic, o.partition, o.offset, 0, None)
-        first = retry.get("first_failure_ms")
-        return cls(retry["topic"], int(retry["partition"]), int(retry["offset"]), int(retry["attempt"]), int(first) if first else None)
+        if "topic" in retry:
+            try:
+                first = retry.get("first_failure_ms")
+                delivery = cls(retry["topic"], int(retry["partition"]), int(retry["offset"]), int(retry["attempt"]), int(first) if first else None)
+            except (KeyError, ValueError):
+                return cls.first(record)
+            if min(delivery.partition, delivery.offset, delivery.attempt) >= 0:
+                return delivery
+        return cls.first(record)
+
+    @classmethod
+    def first(cls, record: Incoming) -> Delivery:
+        """A first delivery: the record is its own origin."""
+        o = record.origin
+        return cls(o.topic, o.partition, o.offset, 0, None)
 
 
 def retry_record(record: Incoming, delivery: Delivery, failure: Failure, topic: str, delay_s: float) -> Record:
@@ -103,7 +114,7 @@ def due_ms(headers: Headers) -> int:
 def fields(headers: Headers, prefix: str) -> dict[str, str]:
     """The headers under one prefix (``retry.``, ``dlq.``, ``redrive.``), without it."""
     n = len(prefix)
-    return {k[n:]: v.decode() for k, v in headers if k.startswith(prefix)}
+    return {k[n:]: (v or b"").decode("utf-8", "replace") for k, v in headers if k.startswith(prefix)}
 
 
 def original_headers(headers: Headers) -> Headers:

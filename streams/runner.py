@@ -74,6 +74,8 @@ class AgentRunner:
 
     async def process(self, record: Incoming) -> None:
         delivery = Delivery.of(record)
+        if delivery.topic not in self._logical:  # retry headers naming a topic we don't read: someone else's
+            delivery = Delivery.first(record)
         logical = self._logical[delivery.topic]
         actions: HandlerActions | None = None
         with consuming(self._spec.name, logical, record.headers):

@@ -27,6 +27,7 @@ from streams.types import JsonObject
 E2E_TOPOLOGY = Path(__file__).with_name("topology.yaml")
 FAILURES_TOPOLOGY = Path(__file__).with_name("failures.yaml")
 FLOW_TOPOLOGY = Path(__file__).with_name("flow.yaml")
+FUZZ_TOPOLOGY = Path(__file__).with_name("fuzz.yaml")
 PATTERNS_TOPOLOGY = Path(__file__).with_name("patterns.yaml")
 TASKS_TOPOLOGY = Path(__file__).with_name("tasks.yaml")
 REPO = Path(__file__).resolve().parents[2]

@@ -47,5 +47,5 @@ def test_saturated_bucket_pauses_fetching_so_memory_stays_flat_while_the_backlog
     assert after_mb - filled_mb < 8, f"RSS kept growing: {filled_mb:.0f} -> {after_mb:.0f} MB"
     group = cluster.topology.group_id("asker")
     committed = committed_offsets(cluster.profile, group, [(cluster.topology.topic_name("asks.in"), p) for p in (0, 1)])
-    assert 15_020 - sum(committed.values()) > 14_000  # the backlog waits in Kafka
+    assert 15_020 - sum(committed.values()) > 10_000  # most of the backlog waits in Kafka (50 calls/s: 5,000 would take 100 s)
     assert worker.alive()

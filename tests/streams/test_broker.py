@@ -144,7 +144,8 @@ def test_workarounds_apply_to_the_embedded_broker_only() -> None:
     assert kafka.faust_settings() == {"broker": "kafka://h:1", "processing_guarantee": "at_least_once"}
     assert "session.timeout.ms" not in kafka.consumer_config("g")
     assert (embedded.lag_is_exact, kafka.lag_is_exact) == (False, True)
-    assert embedded.producer_config() == kafka.producer_config()
+    assert (embedded.producer_config()["enable.idempotence"], kafka.producer_config()["enable.idempotence"]) == (False, True)
+    assert {**embedded.producer_config(), "enable.idempotence": True} == kafka.producer_config()
 
 
 @pytest.mark.e2e

@@ -10,6 +10,7 @@ from __future__ import annotations
 import gc
 import random
 import socket
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -109,3 +110,9 @@ def _docker_answers() -> bool:
         return False
     finally:
         client.close()
+
+
+@pytest.fixture
+def restore_sys_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """import_handler puts a topology's directory on sys.path; keep that inside each test."""
+    monkeypatch.setattr(sys, "path", list(sys.path))

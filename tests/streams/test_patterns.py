@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import sys
 import textwrap
 import uuid
 from collections import defaultdict
@@ -52,9 +51,7 @@ patterns:
 """
 
 
-@pytest.fixture(autouse=True)
-def restore_sys_path(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(sys, "path", list(sys.path))
+pytestmark = pytest.mark.usefixtures("restore_sys_path")
 
 
 @pytest.fixture

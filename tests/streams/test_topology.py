@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 import textwrap
 import uuid
 from pathlib import Path
@@ -52,10 +51,7 @@ agents:
 """
 
 
-@pytest.fixture(autouse=True)
-def restore_sys_path(monkeypatch: pytest.MonkeyPatch) -> None:
-    """import_handler puts the topology's directory on sys.path; keep that inside each test."""
-    monkeypatch.setattr(sys, "path", list(sys.path))
+pytestmark = pytest.mark.usefixtures("restore_sys_path")
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from streams.topology import Problem
+    from streams.yaml_nodes import Problem
 
 
 class KappaError(Exception):

@@ -7,25 +7,43 @@ each with its file:line, a dotted path to the offending value and the fix.
 
 from __future__ import annotations
 
-import difflib
 import fnmatch
 import importlib
 import inspect
 import json
 import re
 import sys
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import fastavro
-import yaml
 from fastavro.schema import SchemaParseException
 
 from streams.errors import TopologyError
 from streams.flow import FlowSpec, ModelLimits
+from streams.yaml_nodes import (
+    LOWER_NAME,
+    LOWER_NAME_FIX,
+    Node,
+    Report,
+    Rule,
+    as_choice,
+    as_int,
+    as_list,
+    as_mapping,
+    as_refs,
+    as_seconds,
+    as_text,
+    check_defined,
+    check_keys,
+    did_you_mean,
+    read_nodes,
+    required_key,
+    shown,
+)
 
 if TYPE_CHECKING:
     from streams.patterns.common import Pattern
@@ -52,22 +70,6 @@ _FIRST_CLASS_CONFIGS = {"cleanup.policy": "cleanup_policy", "retention.ms": "ret
 _GLOB_CHARS = frozenset("*?[")
 
 _T = TypeVar("_T")
-
-
-@dataclass(frozen=True)
-class Problem:
-    """One thing wrong with the file, pointing at the line to change."""
-
-    file: str
-    line: int
-    """1-based; 0 when the problem is not on a line (file missing, namespace)."""
-    where: str
-    message: str
-    fix: str
-
-    def __str__(self) -> str:
-        location = f"{self.file}:{self.line}" if self.line else self.file
-        return ": ".join(filter(None, [location, self.where, f"{self.message}. Fix: {self.fix}."]))
 
 
 @dataclass(frozen=True)
@@ -282,8 +284,8 @@ def load_topology(path: str | Path, *, namespace: str = "", import_handlers: boo
     ``import_handlers=False`` skips importing handlers (tools that only need the wiring).
     """
     path = Path(path)
-    report = _Report(str(path))
-    root = _read(path, report)
+    report = Report(str(path))
+    root = read_nodes(path, report)
     if root is None:
         raise TopologyError(report.problems)
     topology = _parse(root, path, namespace, path.parent if import_handlers else None, report)
@@ -312,52 +314,14 @@ def import_handler(ref: str, base_dir: Path) -> Callable[..., Any]:
     return handler
 
 
-@dataclass(frozen=True)
-class _Node:
-    """A YAML value with its 1-based line and dotted path; a mapping entry carries its key's line."""
-
-    value: Any
-    """A scalar, ``list[_Node]`` or ``dict[str, _Node]``."""
-    line: int
-    where: str
-
-
-@dataclass
-class _Report:
-    """The problems found so far in one file."""
-
-    file: str
-    problems: list[Problem] = field(default_factory=list)
-
-    def add(self, at: _Node, message: str, fix: str) -> None:
-        self.problems.append(Problem(self.file, at.line, at.where, message, fix))
-
-
-@dataclass(frozen=True)
-class _Rule:
-    """What a name must look like, and how to tell the user."""
-
-    what: str
-    pattern: re.Pattern[str]
-    fix: str
-
-    def check(self, name: str, at: _Node, report: _Report) -> bool:
-        if self.pattern.fullmatch(name):
-            return True
-        report.add(at, f"{name!r} is not a valid {self.what}", self.fix)
-        return False
-
-
-_LOWER_NAME = re.compile(r"[a-z][a-z0-9_-]*")
-_LOWER_NAME_FIX = "use lowercase letters, digits, '_' and '-', starting with a letter"
 _KAFKA_CHARS_FIX = "use only letters, digits, '.', '_' and '-'"
-_APP = _Rule("app name", re.compile(r"[a-z][a-z0-9-]*"), "use lowercase letters, digits and '-', e.g. kappa-demo")
-_TOPIC = _Rule("Kafka topic name", re.compile(r"(?!\.\.?$)[a-zA-Z0-9._-]{1,249}"), f"{_KAFKA_CHARS_FIX}, 249 at most")
-_NAMESPACE = _Rule("namespace", re.compile(r"[a-zA-Z0-9._-]*"), _KAFKA_CHARS_FIX)
-_AGENT = _Rule("agent name", _LOWER_NAME, _LOWER_NAME_FIX)
-_TABLE = _Rule("table name", _LOWER_NAME, _LOWER_NAME_FIX)
-_HANDLER = _Rule("handler", re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*"), "write module:function, e.g. agents.a:handle")
-_SCHEMA = _Rule("Avro record name", re.compile(r"[A-Za-z_]\w*"), "write the record's name, e.g. Transaction")
+_APP = Rule("app name", re.compile(r"[a-z][a-z0-9-]*"), "use lowercase letters, digits and '-', e.g. kappa-demo")
+_TOPIC = Rule("Kafka topic name", re.compile(r"(?!\.\.?$)[a-zA-Z0-9._-]{1,249}"), f"{_KAFKA_CHARS_FIX}, 249 at most")
+_NAMESPACE = Rule("namespace", re.compile(r"[a-zA-Z0-9._-]*"), _KAFKA_CHARS_FIX)
+AGENT_NAME = Rule("agent name", LOWER_NAME, LOWER_NAME_FIX)
+_TABLE = Rule("table name", LOWER_NAME, LOWER_NAME_FIX)
+_HANDLER = Rule("handler", re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*"), "write module:function, e.g. agents.a:handle")
+_SCHEMA = Rule("Avro record name", re.compile(r"[A-Za-z_]\w*"), "write the record's name, e.g. Transaction")
 _HANDLER_FIXES: dict[type[Exception], str] = {
     ImportError: "check the module path (relative to {dir}) and that the module imports",
     AttributeError: "define `async def {function}(event, ctx)` in that module, or correct the name",
@@ -365,58 +329,11 @@ _HANDLER_FIXES: dict[type[Exception], str] = {
 }
 
 
-def _read(path: Path, report: _Report) -> _Node | None:
-    """The file as nodes; None (with the problem reported) when there is nothing to check."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        report.add(_Node(None, 0, ""), f"cannot read the topology file: {exc}", "check the path")
-        return None
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        root = None if node is None else _build(node, 1, "", report)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        at = _Node(None, 0 if mark is None else mark.line + 1, "")
-        report.add(at, f"invalid YAML: {getattr(exc, 'problem', None) or exc}", "correct the YAML syntax there")
-        return None
-    if root is None:
-        report.add(_Node(None, 0, ""), "the file is empty", "declare at least app:, topics: and agents:")
-    return root
-
-
-def _build(node: yaml.Node, line: int, where: str, report: _Report) -> _Node:
-    """Plain values that keep a line for every key and item (``yaml.safe_load`` drops them)."""
-    if isinstance(node, yaml.MappingNode):
-        return _Node(_build_mapping(node, where, report), line, where)
-    if isinstance(node, yaml.SequenceNode):
-        items = [_build(item, item.start_mark.line + 1, f"{where}[{i}]", report) for i, item in enumerate(node.value)]
-        return _Node(items, line, where)
-    return _Node(yaml.constructor.SafeConstructor().construct_object(node), line, where)
-
-
-def _build_mapping(node: yaml.MappingNode, where: str, report: _Report) -> dict[str, _Node]:
-    """Entries in file order; a repeated key is reported (PyYAML would silently keep the last)."""
-    entries: dict[str, _Node] = {}
-    for key_node, value_node in node.value:
-        line = key_node.start_mark.line + 1
-        if not isinstance(key_node, yaml.ScalarNode):
-            report.add(_Node(None, line, where), "a key must be a plain name", "write the key as a plain name")
-            continue
-        key = str(key_node.value)
-        at = _Node(key, line, _join(where, key))
-        if key in entries:
-            report.add(at, f"'{key}' is declared twice (first at line {entries[key].line})", "remove or rename one")
-        else:
-            entries[key] = _build(value_node, at.line, at.where, report)
-    return entries
-
-
-def _parse(root: _Node, path: Path, namespace: str, handler_dir: Path | None, report: _Report) -> Topology:
-    _NAMESPACE.check(namespace, _Node(namespace, 0, "namespace"), report)
-    fields = _mapping(root, report)
-    _check_keys(fields, _TOP_LEVEL_KEYS, report)
-    app = _text(_required(root, fields, "app", "kappa-demo", report), _APP, report) or ""
+def _parse(root: Node, path: Path, namespace: str, handler_dir: Path | None, report: Report) -> Topology:
+    _NAMESPACE.check(namespace, Node(namespace, 0, "namespace"), report)
+    fields = as_mapping(root, report)
+    check_keys(fields, _TOP_LEVEL_KEYS, report)
+    app = as_text(required_key(root, fields, "app", "kappa-demo", report), _APP, report) or ""
     schemas_dir = path.parent / SCHEMA_DIR
     events = _section(fields.get("events"), report, lambda n, e: _parse_event(n, e, schemas_dir, report))
     topics = _section(fields.get("topics"), report, lambda n, e: _parse_topic(n, e, events, report))
@@ -438,102 +355,83 @@ def _parse(root: _Node, path: Path, namespace: str, handler_dir: Path | None, re
     )
 
 
-def _parse_failures(node: _Node | None, report: _Report) -> FailurePolicy:
+def _parse_failures(node: Node | None, report: Report) -> FailurePolicy:
     if node is None:
         return FailurePolicy()
-    fields = _mapping(node, report)
-    _check_keys(fields, _FAILURE_KEYS, report)
-    delays = tuple(_seconds(item, 0.0, report) for item in _list(fields.get("retry_delays_s"), report))
+    fields = as_mapping(node, report)
+    check_keys(fields, _FAILURE_KEYS, report)
+    delays = tuple(as_seconds(item, 0.0, report) for item in as_list(fields.get("retry_delays_s"), report))
     warning = fields.get("dlq_depth_warning")
     return FailurePolicy(
         retry_delays_s=delays if "retry_delays_s" in fields else FailurePolicy.retry_delays_s,
-        max_hops=_int(fields["max_hops"], 1, report) if "max_hops" in fields else FailurePolicy.max_hops,
-        dlq_depth_warning=_int(warning, 1, report) if warning is not None else None,
+        max_hops=as_int(fields["max_hops"], 1, report) if "max_hops" in fields else FailurePolicy.max_hops,
+        dlq_depth_warning=as_int(warning, 1, report) if warning is not None else None,
         categories=MappingProxyType({**DEFAULT_CATEGORIES, **_categories(fields.get("categories"), report)}),
     )
 
 
-def _parse_flow(node: _Node | None, report: _Report) -> FlowSpec:
-    fields = _mapping(node, report)
-    _check_keys(fields, _FLOW_KEYS, report)
+def _parse_flow(node: Node | None, report: Report) -> FlowSpec:
+    fields = as_mapping(node, report)
+    check_keys(fields, _FLOW_KEYS, report)
     calls, lag = fields.get("max_model_calls"), fields.get("max_lag")
     return FlowSpec(
         models=MappingProxyType(_section(fields.get("models"), report, lambda _, entry: _model_limits(entry, report))),
-        max_model_calls=_int(calls, 1, report) if calls is not None else None,
-        max_lag=_int(lag, 1, report) if lag is not None else None,
+        max_model_calls=as_int(calls, 1, report) if calls is not None else None,
+        max_lag=as_int(lag, 1, report) if lag is not None else None,
     )
 
 
-def _model_limits(entry: _Node, report: _Report) -> ModelLimits:
+def _model_limits(entry: Node, report: Report) -> ModelLimits:
     """A model's budget; every figure a number > 0, at least one of the two rates."""
-    fields = _mapping(entry, report)
-    _check_keys(fields, _MODEL_LIMIT_KEYS, report)
+    fields = as_mapping(entry, report)
+    check_keys(fields, _MODEL_LIMIT_KEYS, report)
     if "tokens_per_s" not in fields and "requests_per_s" not in fields:
         report.add(entry, "a model's limits need a rate", "add tokens_per_s: and/or requests_per_s:")
     figures = {key: _rate(node, report) for key, node in fields.items() if key in _MODEL_LIMIT_KEYS}
     return ModelLimits(**figures, line=entry.line)
 
 
-def _rate(node: _Node, report: _Report) -> float | None:
+def _rate(node: Node, report: Report) -> float | None:
     if isinstance(node.value, int | float) and not isinstance(node.value, bool) and node.value > 0:
         return float(node.value)
-    report.add(node, f"expected a number > 0, got {_shown(node.value)}", "write e.g. 1000 or 2.5")
+    report.add(node, f"expected a number > 0, got {shown(node.value)}", "write e.g. 1000 or 2.5")
     return None
 
 
-def _categories(node: _Node | None, report: _Report) -> dict[str, CategoryPolicy]:
+def _categories(node: Node | None, report: Report) -> dict[str, CategoryPolicy]:
     policies = {}
-    for name, entry in _mapping(node, report).items():
+    for name, entry in as_mapping(node, report).items():
         if name not in DEFAULT_CATEGORIES:
-            hint = _did_you_mean(name, DEFAULT_CATEGORIES)
+            hint = did_you_mean(name, DEFAULT_CATEGORIES)
             report.add(entry, f"unknown failure category '{name}'{hint}", f"use one of: {', '.join(DEFAULT_CATEGORIES)}")
             continue
-        fields = _mapping(entry, report)
-        _check_keys(fields, _CATEGORY_KEYS, report)
+        fields = as_mapping(entry, report)
+        check_keys(fields, _CATEGORY_KEYS, report)
         retryable = fields.get("retryable")
         if retryable is not None and not isinstance(retryable.value, bool):
-            report.add(retryable, f"expected true or false, got {_shown(retryable.value)}", "write true or false")
+            report.add(retryable, f"expected true or false, got {shown(retryable.value)}", "write true or false")
         attempts = fields.get("max_attempts")
         policies[name] = CategoryPolicy(
             retryable=bool(retryable.value) if retryable is not None else DEFAULT_CATEGORIES[name].retryable,
-            max_attempts=_int(attempts, 1, report) if attempts is not None else DEFAULT_CATEGORIES[name].max_attempts,
+            max_attempts=as_int(attempts, 1, report) if attempts is not None else DEFAULT_CATEGORIES[name].max_attempts,
         )
     return policies
 
 
-def _list(node: _Node | None, report: _Report) -> list[_Node]:
-    if node is None:
-        return []
-    if not isinstance(node.value, list):
-        report.add(node, f"expected a list, got {_shown(node.value)}", "write a list, e.g. [1, 10, 60]")
-        return []
-    return list(node.value)
+def _section(node: Node | None, report: Report, parse: Callable[[str, Node], _T]) -> dict[str, _T]:
+    return {name: parse(name, entry) for name, entry in as_mapping(node, report).items()}
 
 
-def _seconds(node: _Node | None, default: float, report: _Report) -> float:
-    """A duration in seconds (> 0)."""
-    if node is None:
-        return default
-    if isinstance(node.value, int | float) and not isinstance(node.value, bool) and node.value > 0:
-        return float(node.value)
-    report.add(node, f"expected a number of seconds > 0, got {_shown(node.value)}", "write e.g. 10 or 0.5")
-    return default
-
-
-def _section(node: _Node | None, report: _Report, parse: Callable[[str, _Node], _T]) -> dict[str, _T]:
-    return {name: parse(name, entry) for name, entry in _mapping(node, report).items()}
-
-
-def _parse_event(name: str, entry: _Node, schemas_dir: Path, report: _Report) -> EventTypeSpec:
-    fields = _mapping(entry, report)
-    _check_keys(fields, _EVENT_KEYS, report)
-    schema = _text(fields.get("schema"), _SCHEMA, report)
+def _parse_event(name: str, entry: Node, schemas_dir: Path, report: Report) -> EventTypeSpec:
+    fields = as_mapping(entry, report)
+    check_keys(fields, _EVENT_KEYS, report)
+    schema = as_text(fields.get("schema"), _SCHEMA, report)
     if schema is not None:
         _check_schema(schemas_dir / f"{schema}.avsc", fields["schema"], report)
     return EventTypeSpec(name, schema, entry.line)
 
 
-def _check_schema(path: Path, at: _Node, report: _Report) -> None:
+def _check_schema(path: Path, at: Node, report: Report) -> None:
     shown = f"{SCHEMA_DIR}/{path.name}"
     if not path.is_file():
         report.add(at, f"schema file {shown} does not exist", f"create {shown} or correct the name")
@@ -547,59 +445,59 @@ def _check_schema(path: Path, at: _Node, report: _Report) -> None:
         report.add(at, f"{shown} is not a valid Avro record schema: {exc}", f"correct {shown}")
 
 
-def _parse_topic(name: str, entry: _Node, events: Mapping[str, EventTypeSpec], report: _Report) -> TopicSpec:
+def _parse_topic(name: str, entry: Node, events: Mapping[str, EventTypeSpec], report: Report) -> TopicSpec:
     _TOPIC.check(name, entry, report)
-    fields = _mapping(entry, report)
-    _check_keys(fields, _TOPIC_KEYS, report)
-    event_types = _refs(fields.get("events"), report)
+    fields = as_mapping(entry, report)
+    check_keys(fields, _TOPIC_KEYS, report)
+    event_types = as_refs(fields.get("events"), report)
     for ref in event_types:
-        _check_defined(ref, "event type", events, "events:", report)
+        check_defined(ref, "event type", events, "events:", report)
     return TopicSpec(
         name=name,
-        partitions=_int(fields.get("partitions"), 1, report),
-        replication=_int(fields.get("replication"), 1, report),
+        partitions=as_int(fields.get("partitions"), 1, report),
+        replication=as_int(fields.get("replication"), 1, report),
         retention_ms=_retention(fields.get("retention_ms"), report),
-        cleanup_policy=_choice(fields.get("cleanup_policy"), _CLEANUP_POLICIES, report),
+        cleanup_policy=as_choice(fields.get("cleanup_policy"), _CLEANUP_POLICIES, report),
         events=tuple(ref.value for ref in event_types),
         config=_config(fields.get("config"), report),
         line=entry.line,
     )
 
 
-def _retention(node: _Node | None, report: _Report) -> int | None:
+def _retention(node: Node | None, report: Report) -> int | None:
     """Null (or absent) leaves retention to the broker; -1 keeps records forever."""
-    return None if node is None or node.value is None else _int(node, -1, report)
+    return None if node is None or node.value is None else as_int(node, -1, report)
 
 
-def _config(node: _Node | None, report: _Report) -> tuple[tuple[str, str], ...]:
+def _config(node: Node | None, report: Report) -> tuple[tuple[str, str], ...]:
     """Extra topic configs, stringified as Kafka wants them (``false``, not ``False``)."""
     items: list[tuple[str, str]] = []
-    for key, entry in _mapping(node, report).items():
+    for key, entry in as_mapping(node, report).items():
         value = str(entry.value).lower() if isinstance(entry.value, bool) else entry.value
         if key in _FIRST_CLASS_CONFIGS:
             report.add(entry, f"'{key}' has its own key", f"set `{_FIRST_CLASS_CONFIGS[key]}:` instead")
         elif not isinstance(value, str | int | float):
-            report.add(entry, f"expected text or a number, got {_shown(value)}", f'quote it, e.g. "{key}": "1"')
+            report.add(entry, f"expected text or a number, got {shown(value)}", f'quote it, e.g. "{key}": "1"')
         else:
             items.append((key, str(value)))
     return tuple(items)
 
 
 def _parse_agent(
-    name: str, entry: _Node, topics: Mapping[str, TopicSpec], handler_dir: Path | None, report: _Report
+    name: str, entry: Node, topics: Mapping[str, TopicSpec], handler_dir: Path | None, report: Report
 ) -> AgentSpec:
-    _AGENT.check(name, entry, report)
+    AGENT_NAME.check(name, entry, report)
     if name == PROJECTIONS:
         report.add(entry, f"agent name '{PROJECTIONS}' is the built-in worker that folds agents.actions", "rename the agent")
-    fields = _mapping(entry, report)
-    _check_keys(fields, _AGENT_KEYS, report)
-    handler_node = _required(entry, fields, "handler", f"agents.{name}:handle", report)
-    handler = _handler(handler_node, handler_dir, report)
+    fields = as_mapping(entry, report)
+    check_keys(fields, _AGENT_KEYS, report)
+    handler_node = required_key(entry, fields, "handler", f"agents.{name}:handle", report)
+    handler = handler_ref(handler_node, handler_dir, report)
     subscribe = _subscriptions(entry, fields, report)
-    inputs = _inputs(entry, subscribe, _refs(fields.get("exclude"), report), topics, report)
-    emits = _refs(fields.get("emits"), report)
+    inputs = _inputs(entry, subscribe, as_refs(fields.get("exclude"), report), topics, report)
+    emits = as_refs(fields.get("emits"), report)
     for ref in emits:
-        _check_defined(ref, "topic", topics, "topics:", report)
+        check_defined(ref, "topic", topics, "topics:", report)
     _check_loops(subscribe, emits, inputs, report)
     return AgentSpec(
         name=name,
@@ -608,16 +506,16 @@ def _parse_agent(
         inputs=inputs,
         emits=tuple(ref.value for ref in emits),
         tables=_tables(fields.get("tables"), inputs, topics, report),
-        concurrency=_int(fields.get("concurrency"), 1, report),
+        concurrency=as_int(fields.get("concurrency"), 1, report),
         line=entry.line,
-        timeout_s=_seconds(fields.get("timeout_s"), AgentSpec.timeout_s, report),
+        timeout_s=as_seconds(fields.get("timeout_s"), AgentSpec.timeout_s, report),
         version=str(fields["version"].value) if "version" in fields else AgentSpec.version,
-        max_model_calls=_int(fields["max_model_calls"], 1, report) if "max_model_calls" in fields else None,
+        max_model_calls=as_int(fields["max_model_calls"], 1, report) if "max_model_calls" in fields else None,
     )
 
 
-def _handler(node: _Node | None, handler_dir: Path | None, report: _Report) -> str:
-    ref = _text(node, _HANDLER, report)
+def handler_ref(node: Node | None, handler_dir: Path | None, report: Report) -> str:
+    ref = as_text(node, _HANDLER, report)
     if node is None or ref is None or handler_dir is None:
         return ref or ""
     try:
@@ -628,15 +526,15 @@ def _handler(node: _Node | None, handler_dir: Path | None, report: _Report) -> s
     return ref
 
 
-def _subscriptions(entry: _Node, fields: dict[str, _Node], report: _Report) -> list[_Node]:
-    node = _required(entry, fields, "subscribe", "[topic]", report)
+def _subscriptions(entry: Node, fields: dict[str, Node], report: Report) -> list[Node]:
+    node = required_key(entry, fields, "subscribe", "[topic]", report)
     if node is not None and node.value in (None, []):
         report.add(node, "subscribes to no topic", "list at least one topic or pattern")
-    return _refs(node, report)
+    return as_refs(node, report)
 
 
 def _inputs(
-    entry: _Node, subscribe: list[_Node], exclude: list[_Node], topics: Mapping[str, TopicSpec], report: _Report
+    entry: Node, subscribe: list[Node], exclude: list[Node], topics: Mapping[str, TopicSpec], report: Report
 ) -> tuple[str, ...]:
     matched = _resolve(subscribe, topics, report)
     inputs = tuple(sorted(matched - _resolve(exclude, topics, report)))
@@ -645,21 +543,21 @@ def _inputs(
     return inputs
 
 
-def _resolve(refs: list[_Node], topics: Mapping[str, TopicSpec], report: _Report) -> set[str]:
+def _resolve(refs: list[Node], topics: Mapping[str, TopicSpec], report: Report) -> set[str]:
     return {topic for ref in refs for topic in _matches(ref, topics, report)}
 
 
-def _matches(ref: _Node, topics: Mapping[str, TopicSpec], report: _Report) -> list[str]:
+def _matches(ref: Node, topics: Mapping[str, TopicSpec], report: Report) -> list[str]:
     """The declared topics an exact name or a glob pattern stands for; none is a problem."""
     if not _is_pattern(ref.value):
-        return [ref.value] if _check_defined(ref, "topic", topics, "topics:", report) else []
+        return [ref.value] if check_defined(ref, "topic", topics, "topics:", report) else []
     matches = [topic for topic in topics if fnmatch.fnmatchcase(topic, ref.value)]
     if not matches:
         report.add(ref, f"pattern '{ref.value}' matches no declared topic", "declare a matching topic or fix it")
     return matches
 
 
-def _check_loops(subscribe: list[_Node], emits: list[_Node], inputs: tuple[str, ...], report: _Report) -> None:
+def _check_loops(subscribe: list[Node], emits: list[Node], inputs: tuple[str, ...], report: Report) -> None:
     """A pattern that also catches the agent's own output is a feedback loop nobody asked for."""
     explicit = {ref.value for ref in subscribe if not _is_pattern(ref.value)}
     looping = [ref.value for ref in emits if ref.value in inputs and ref.value not in explicit]
@@ -670,11 +568,11 @@ def _check_loops(subscribe: list[_Node], emits: list[_Node], inputs: tuple[str, 
 
 
 def _tables(
-    node: _Node | None, inputs: tuple[str, ...], topics: Mapping[str, TopicSpec], report: _Report
+    node: Node | None, inputs: tuple[str, ...], topics: Mapping[str, TopicSpec], report: Report
 ) -> tuple[str, ...]:
     """Table names, checked; faust co-partitions a table with its source, so inputs must agree."""
     first: dict[str, int] = {}
-    for ref in _refs(node, report):
+    for ref in as_refs(node, report):
         if ref.value in first:
             report.add(ref, f"table '{ref.value}' is listed twice (first at line {first[ref.value]})", "drop one")
         elif _TABLE.check(ref.value, ref, report):
@@ -686,95 +584,7 @@ def _tables(
     return tuple(first)
 
 
-def _check_defined(ref: _Node, what: str, declared: Iterable[str], section: str, report: _Report) -> bool:
-    if ref.value in declared:
-        return True
-    message = f"{what} '{ref.value}' is not defined{_did_you_mean(ref.value, declared)}"
-    report.add(ref, message, f"declare it under {section} or correct the name")
-    return False
-
-
-def _mapping(node: _Node | None, report: _Report) -> dict[str, _Node]:
-    """A mapping's entries; null reads as empty (``name:`` with nothing after it)."""
-    if node is None or node.value is None:
-        return {}
-    if isinstance(node.value, dict):
-        return node.value
-    report.add(node, f"expected a mapping, got {_shown(node.value)}", "write `key: value` lines or {key: value}")
-    return {}
-
-
-def _check_keys(fields: dict[str, _Node], allowed: tuple[str, ...], report: _Report) -> None:
-    for key, node in fields.items():
-        if key not in allowed:
-            message = f"unknown key '{key}'{_did_you_mean(key, allowed)}"
-            report.add(node, message, f"use one of: {', '.join(allowed)}")
-
-
-def _required(owner: _Node, fields: dict[str, _Node], key: str, example: str, report: _Report) -> _Node | None:
-    if key not in fields:
-        report.add(owner, f"missing required key '{key}'", f"add `{key}: {example}`")
-    return fields.get(key)
-
-
-def _refs(node: _Node | None, report: _Report) -> list[_Node]:
-    """A list of names; a lone string counts as a list of one."""
-    if node is None or node.value is None:
-        return []
-    items = [node] if isinstance(node.value, str) else node.value
-    if not isinstance(items, list):
-        report.add(node, f"expected a list of names, got {_shown(node.value)}", "write [name, ...]")
-        return []
-    for item in (item for item in items if not isinstance(item.value, str)):
-        report.add(item, f"expected a name, got {_shown(item.value)}", "write the name as plain text")
-    return [item for item in items if isinstance(item.value, str)]
-
-
-def _text(node: _Node | None, rule: _Rule, report: _Report) -> str | None:
-    if node is None:
-        return None
-    if not isinstance(node.value, str):
-        report.add(node, f"expected a {rule.what}, got {_shown(node.value)}", rule.fix)
-        return None
-    return node.value if rule.check(node.value, node, report) else None
-
-
-def _int(node: _Node | None, minimum: int, report: _Report) -> int:
-    """A whole number >= minimum; absent means 1, the default of every count in the file."""
-    if node is None:
-        return 1
-    if isinstance(node.value, int) and not isinstance(node.value, bool) and node.value >= minimum:
-        return node.value
-    message = f"expected a whole number >= {minimum}, got {_shown(node.value)}"
-    report.add(node, message, f"use a whole number >= {minimum}")
-    return 1
-
-
-def _choice(node: _Node | None, choices: tuple[str, ...], report: _Report) -> str:
-    """One of ``choices``; absent means the first."""
-    if node is None:
-        return choices[0]
-    if node.value in choices:
-        return str(node.value)
-    message = f"{_shown(node.value)} is not allowed{_did_you_mean(str(node.value), choices)}"
-    report.add(node, message, f"use one of: {', '.join(choices)}")
-    return choices[0]
-
-
 def _is_pattern(name: str) -> bool:
     return not _GLOB_CHARS.isdisjoint(name)
 
 
-def _did_you_mean(word: str, candidates: Iterable[str]) -> str:
-    close = difflib.get_close_matches(word, list(candidates), n=1)
-    return f" (did you mean '{close[0]}'?)" if close else ""
-
-
-def _shown(value: Any) -> str:
-    if isinstance(value, dict):
-        return "a mapping"
-    return "a list" if isinstance(value, list) else repr(value)
-
-
-def _join(where: str, key: str) -> str:
-    return f"{where}.{key}" if where else key

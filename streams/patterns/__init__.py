@@ -19,21 +19,19 @@ from streams.envelope import Event, decode
 from streams.errors import EnvelopeError
 from streams.patterns import blackboard, hierarchical, market, orchestrator
 from streams.patterns.common import Entry, Expansion, Pattern, no_history, parse_members
-from streams.topology import (
-    _LOWER_NAME,
-    _LOWER_NAME_FIX,
-    AgentSpec,
-    Topology,
-    _check_keys,
-    _did_you_mean,
-    _mapping,
-    _Node,
-    _Report,
-    _required,
-    _Rule,
-    import_handler,
-)
+from streams.topology import AgentSpec, Topology, import_handler
 from streams.types import Handler
+from streams.yaml_nodes import (
+    LOWER_NAME,
+    LOWER_NAME_FIX,
+    Node,
+    Report,
+    Rule,
+    as_mapping,
+    check_keys,
+    did_you_mean,
+    required_key,
+)
 
 _KINDS: Mapping[str, tuple[tuple[str, ...], tuple[str, ...], Callable[[Entry], Pattern | None]]] = {
     orchestrator.KIND: (orchestrator.KEYS, orchestrator.MEMBER_KEYS, orchestrator.parse),
@@ -42,13 +40,13 @@ _KINDS: Mapping[str, tuple[tuple[str, ...], tuple[str, ...], Callable[[Entry], P
     blackboard.KIND: (blackboard.KEYS, blackboard.MEMBER_KEYS, blackboard.parse),
 }
 """kind → (its keys, its agents' extra keys, its parser)."""
-_PATTERN = _Rule("pattern name", _LOWER_NAME, _LOWER_NAME_FIX)
+_PATTERN = Rule("pattern name", LOWER_NAME, LOWER_NAME_FIX)
 
 
-def expand(node: _Node | None, agents: Mapping[str, AgentSpec], handler_dir: Path | None, report: _Report) -> Expansion:
+def expand(node: Node | None, agents: Mapping[str, AgentSpec], handler_dir: Path | None, report: Report) -> Expansion:
     """Every ``patterns:`` entry, parsed and expanded; problems go to ``report``."""
     expansion = Expansion()
-    for name, entry_node in _mapping(node, report).items():
+    for name, entry_node in as_mapping(node, report).items():
         pattern = _parse_entry(name, entry_node, handler_dir, report)
         if pattern is not None:
             _add(expansion, pattern, entry_node, agents, report)
@@ -78,24 +76,24 @@ def _history(profile: BrokerProfile, topology: Topology, topic: str) -> list[Eve
     return events
 
 
-def _parse_entry(name: str, node: _Node, handler_dir: Path | None, report: _Report) -> Pattern | None:
+def _parse_entry(name: str, node: Node, handler_dir: Path | None, report: Report) -> Pattern | None:
     _PATTERN.check(name, node, report)
-    fields = _mapping(node, report)
-    kind_node = _required(node, fields, "kind", next(iter(_KINDS)), report)
+    fields = as_mapping(node, report)
+    kind_node = required_key(node, fields, "kind", next(iter(_KINDS)), report)
     if kind_node is None:
         return None
     if kind_node.value not in _KINDS:
-        hint = _did_you_mean(str(kind_node.value), _KINDS)
+        hint = did_you_mean(str(kind_node.value), _KINDS)
         report.add(kind_node, f"unknown pattern kind {kind_node.value!r}{hint}", f"use one of: {', '.join(_KINDS)}")
         return None
     keys, member_keys, parse = _KINDS[kind_node.value]
-    _check_keys(fields, ("kind", "agents", *keys), report)
-    agents_node = _required(node, fields, "agents", "{name: {handler: module:function}}", report)
+    check_keys(fields, ("kind", "agents", *keys), report)
+    agents_node = required_key(node, fields, "agents", "{name: {handler: module:function}}", report)
     members = parse_members(agents_node, name, member_keys, handler_dir, report)
     return parse(Entry(name, node, fields, members, report))
 
 
-def _add(expansion: Expansion, pattern: Pattern, node: _Node, agents: Mapping[str, AgentSpec], report: _Report) -> None:
+def _add(expansion: Expansion, pattern: Pattern, node: Node, agents: Mapping[str, AgentSpec], report: Report) -> None:
     for agent in pattern.agents:
         if agent.name in agents or agent.name in expansion.agents:
             message = f"pattern '{pattern.name}' adds agent '{agent.name}', which is already defined"

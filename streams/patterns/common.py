@@ -17,22 +17,19 @@ from typing import Any
 
 from streams.envelope import Event
 from streams.errors import EmitError
-from streams.topology import (
-    _AGENT,
-    AgentSpec,
-    TopicSpec,
-    _check_defined,
-    _check_keys,
-    _handler,
-    _int,
-    _mapping,
-    _Node,
-    _refs,
-    _Report,
-    _required,
-    _seconds,
-)
+from streams.topology import AGENT_NAME, AgentSpec, TopicSpec, handler_ref
 from streams.types import Emit, Handler, JsonObject
+from streams.yaml_nodes import (
+    Node,
+    Report,
+    as_int,
+    as_mapping,
+    as_refs,
+    as_seconds,
+    check_defined,
+    check_keys,
+    required_key,
+)
 
 _MEMBER_KEYS = ("handler", "concurrency")
 
@@ -100,35 +97,35 @@ class Entry:
     """One ``patterns:`` entry being parsed: what a kind's parser reads and reports against."""
 
     name: str
-    node: _Node
-    fields: dict[str, _Node]
+    node: Node
+    fields: dict[str, Node]
     members: dict[str, Member]
-    report: _Report
+    report: Report
 
     def member(self, key: str, example: str) -> Member | None:
         """The declared agent type a key names; undefined or missing ones are reported."""
-        node = _required(self.node, self.fields, key, example, self.report)
+        node = required_key(self.node, self.fields, key, example, self.report)
         return None if node is None else self.ref(node)
 
-    def ref(self, node: _Node) -> Member | None:
+    def ref(self, node: Node) -> Member | None:
         if not isinstance(node.value, str):
             self.report.add(node, "expected an agent name", f"name one of patterns.{self.name}.agents")
             return None
-        if not _check_defined(node, "agent", self.members, f"patterns.{self.name}.agents:", self.report):
+        if not check_defined(node, "agent", self.members, f"patterns.{self.name}.agents:", self.report):
             return None
         return self.members[node.value]
 
     def refs(self, key: str) -> list[Member]:
-        found = (self.ref(ref) for ref in _refs(self.fields.get(key), self.report))
+        found = (self.ref(ref) for ref in as_refs(self.fields.get(key), self.report))
         return [member for member in found if member is not None]
 
     def count(self, key: str, default: int, minimum: int = 1) -> int:
         node = self.fields.get(key)
-        return default if node is None else _int(node, minimum, self.report)
+        return default if node is None else as_int(node, minimum, self.report)
 
     def seconds(self, key: str, default: float) -> float:
         node = self.fields.get(key)
-        return default if node is None else _seconds(node, default, self.report)
+        return default if node is None else as_seconds(node, default, self.report)
 
     def optional_seconds(self, key: str) -> float | None:
         """A duration that is off unless given (a deadline)."""
@@ -168,25 +165,25 @@ def agent_name(pattern: str, role: str) -> str:
 
 
 def parse_members(
-    node: _Node | None, pattern: str, extra_keys: tuple[str, ...], handler_dir: Path | None, report: _Report
+    node: Node | None, pattern: str, extra_keys: tuple[str, ...], handler_dir: Path | None, report: Report
 ) -> dict[str, Member]:
     """The ``agents:`` of a pattern entry: each a handler and the keys its kind allows."""
     members = {}
-    for name, entry in _mapping(node, report).items():
-        _AGENT.check(name, entry, report)
-        fields = _mapping(entry, report)
-        _check_keys(fields, (*_MEMBER_KEYS, *extra_keys), report)
-        handler_node = _required(entry, fields, "handler", f"agents.{pattern}:{name}", report)
+    for name, entry in as_mapping(node, report).items():
+        AGENT_NAME.check(name, entry, report)
+        fields = as_mapping(entry, report)
+        check_keys(fields, (*_MEMBER_KEYS, *extra_keys), report)
+        handler_node = required_key(entry, fields, "handler", f"agents.{pattern}:{name}", report)
         on_complete, bid = fields.get("on_complete"), fields.get("bid")
         members[name] = Member(
             name=name,
-            handler=_handler(handler_node, handler_dir, report),
-            concurrency=_int(fields.get("concurrency"), 1, report) if "concurrency" in fields else None,
+            handler=handler_ref(handler_node, handler_dir, report),
+            concurrency=as_int(fields.get("concurrency"), 1, report) if "concurrency" in fields else None,
             line=entry.line,
-            on_complete=_handler(on_complete, handler_dir, report) if on_complete is not None else None,
-            children=tuple(ref.value for ref in _refs(fields.get("children"), report)),
-            reacts_to=tuple(ref.value for ref in _refs(fields.get("reacts_to"), report)),
-            bid=_handler(bid, handler_dir, report) if bid is not None else None,
+            on_complete=handler_ref(on_complete, handler_dir, report) if on_complete is not None else None,
+            children=tuple(ref.value for ref in as_refs(fields.get("children"), report)),
+            reacts_to=tuple(ref.value for ref in as_refs(fields.get("reacts_to"), report)),
+            bid=handler_ref(bid, handler_dir, report) if bid is not None else None,
         )
     if node is not None and not members:
         report.add(node, f"pattern '{pattern}' declares no agents", "declare its agent types under agents:")

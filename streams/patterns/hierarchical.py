@@ -48,8 +48,9 @@ from streams.patterns.common import (
     runtime_topic,
     topic_name,
 )
-from streams.topology import _mapping, _refs, import_handler
+from streams.topology import import_handler
 from streams.types import Context, Emit, Handler, JsonObject
+from streams.yaml_nodes import as_mapping, as_refs
 
 KIND = "hierarchical"
 KEYS = ("root", "max_depth", "max_children", "deadline_s", "parallelism")
@@ -120,9 +121,9 @@ def parse(entry: Entry) -> Hierarchy | None:
 
 def _check_children(entry: Entry) -> None:
     """Every child type is declared, and no type is its own descendant (a tree, not a loop)."""
-    declared = _mapping(entry.fields.get("agents"), entry.report)
+    declared = as_mapping(entry.fields.get("agents"), entry.report)
     for name in entry.members:
-        for ref in _refs(_mapping(declared[name], entry.report).get("children"), entry.report):
+        for ref in as_refs(as_mapping(declared[name], entry.report).get("children"), entry.report):
             entry.ref(ref)
     for name in entry.members:
         cycle = _cycle(name, entry.members, [])

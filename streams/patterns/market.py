@@ -49,8 +49,9 @@ from streams.patterns.common import (
     now_ms,
     runtime_topic,
 )
-from streams.topology import _choice, _mapping, import_handler
+from streams.topology import import_handler
 from streams.types import Context, Emit, Handler, JsonObject
+from streams.yaml_nodes import as_choice, as_mapping
 
 KIND = "market"
 KEYS = ("solvers", "award", "weights", "bid_window_s", "max_bids", "execution_timeout_s", "parallelism")
@@ -109,7 +110,7 @@ def parse(entry: Entry) -> Market | None:
         if solver.bid is None:
             fix = f"add `bid: module:function` to patterns.{entry.name}.agents.{solver.name}"
             entry.report.add(node or entry.node, f"solver '{solver.name}' has no bid handler", fix)
-    award = _choice(entry.fields.get("award"), RULES, entry.report)
+    award = as_choice(entry.fields.get("award"), RULES, entry.report)
     weights = _weights(entry)
     bid_window_s, execution_timeout_s = entry.seconds("bid_window_s", 5.0), entry.seconds("execution_timeout_s", 60.0)
     max_bids, parallelism = entry.count("max_bids", max(len(solvers), 1)), entry.count("parallelism", 4)
@@ -131,7 +132,7 @@ def parse(entry: Entry) -> Market | None:
 
 
 def _weights(entry: Entry) -> Mapping[str, float]:
-    given = _mapping(entry.fields.get("weights"), entry.report)
+    given = as_mapping(entry.fields.get("weights"), entry.report)
     for key, node in given.items():
         if key not in WEIGHTS:
             entry.report.add(node, f"unknown weight '{key}'", f"use one of: {', '.join(WEIGHTS)}")

@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 
 from streams.errors import TopologyError
-from streams.topology import AgentSpec, EventTypeSpec, Problem, TopicSpec, load_topology
+from streams.topology import AgentSpec, EventTypeSpec, TopicSpec, load_topology
+from streams.yaml_nodes import Problem
 
 HANDLERS = """
 async def handle(event, ctx):

@@ -20,6 +20,7 @@ import io
 import time
 import uuid
 import zlib
+from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import cache
@@ -33,7 +34,7 @@ from fastavro.schema import fingerprint, load_schema, to_parsing_canonical_form
 from streams.effects import EffectScope
 from streams.envelope import SCHEMA_DIR, Event
 from streams.errors import EnvelopeError
-from streams.human import Question
+from streams.human import Decision, Question
 from streams.records import Record
 from streams.topology import ACTIONS_TOPIC, Topology
 from streams.types import ChatMessage, Completion, JsonObject, Model
@@ -181,10 +182,10 @@ class HandlerActions:
     def state(self, state: str, reason: str) -> None:
         self.add("TaskStateChanged", {"state": state, "reason": reason})
 
-    def decided(self, messages: Sequence[ChatMessage], completion: Completion, duration_ms: int) -> None:
+    def decided(self, prompt_digest: str, completion: Completion, duration_ms: int) -> None:
         self.add("AgentDecision", {
             "model": completion.model,
-            "prompt_digest": digest([dict(m) for m in messages]),
+            "prompt_digest": prompt_digest,
             "summary": completion.text[:SUMMARY_CHARS],
             "input_tokens": completion.input_tokens,
             "output_tokens": completion.output_tokens,
@@ -228,19 +229,38 @@ class HandlerActions:
 
 
 class RecordingModel:
-    """The handler's model, recording an ``AgentDecision`` (tokens included) per call."""
+    """The handler's model, recording an ``AgentDecision`` (tokens included) per call.
 
-    def __init__(self, model: Model, actions: HandlerActions, clock: Callable[[], float] = time.monotonic) -> None:
+    ``replay`` holds the decisions of an earlier run of the same call: a
+    continuation parked for a person runs its handler again from the start.
+    While the handler sends the same prompts in the same order, the answers come
+    from there, neither paid nor logged again; the first different prompt ends
+    the replay and reaches the model.
+    """
+
+    def __init__(
+        self, model: Model, actions: HandlerActions, replay: Sequence[Decision] = (), clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.name = model.name
         self._model = model
         self._actions = actions
+        self._replay = deque(replay)
         self._clock = clock
+        self.made: list[Decision] = []
+        """Every decision of this run, replayed or new, in order: what a parked continuation keeps."""
 
     async def complete(self, messages: Sequence[ChatMessage], **opts: Any) -> Completion:
-        started = self._clock()
-        completion = await self._model.complete(messages, **opts)
-        self._actions.decided(messages, completion, int((self._clock() - started) * 1000))
-        return completion
+        prompt = digest([dict(m) for m in messages])
+        if self._replay and self._replay[0].prompt_digest == prompt:
+            decision = self._replay.popleft()
+        else:
+            self._replay.clear()
+            started = self._clock()
+            completion = await self._model.complete(messages, **opts)
+            self._actions.decided(prompt, completion, int((self._clock() - started) * 1000))
+            decision = Decision(prompt, completion.text, completion.input_tokens, completion.output_tokens, completion.model)
+        self.made.append(decision)
+        return decision.completion()
 
     async def aclose(self) -> None:
         """The wrapped model belongs to the worker, which closes it."""

@@ -10,8 +10,10 @@ coroutine waits. An answer is an event on ``<agent>.human``, in the partition
 of the parked event, so whichever worker owns that partition after any
 restart finds the continuation; the runtime checks the answer against the
 schema, then runs the handler again from the start on the parked event, with
-the answers so far: ``ask_human`` returns them in order (side effects are
-idempotent per task, so the second run does not repeat them). A question with
+the answers so far: ``ask_human`` returns them in order, model calls made
+before the question answer from the recorded decisions instead of the model
+(``RecordingModel``), and side effects are idempotent per task, so the second
+run repeats none of them. A question with
 ``timeout_s`` fails or escalates the task when nobody answers in time.
 """
 
@@ -21,7 +23,7 @@ import base64
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator, Mapping, MutableMapping
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from fastavro import parse_schema
@@ -31,7 +33,7 @@ from fastavro.validation import ValidationError, validate
 from streams.envelope import Event, Origin, encode, new_event
 from streams.errors import EmitError, KappaError
 from streams.records import Incoming, Record
-from streams.types import JsonObject
+from streams.types import Completion, JsonObject
 
 TABLE = "_parked"
 """The runtime's table of parked continuations in every agent app, keyed by task id."""
@@ -63,19 +65,38 @@ class InputRequired(Exception):
         self.question = question
 
 
-class Conversation:
-    """One handler call's questions: the answers it already has, in the order it asks."""
+@dataclass(frozen=True)
+class Decision:
+    """A model answer a parked call already paid for, replayed when the call runs again (``RecordingModel``)."""
 
-    def __init__(self, answers: list[JsonObject]) -> None:
-        self._answers = answers
+    prompt_digest: str
+    text: str
+    input_tokens: int
+    output_tokens: int
+    model: str
+
+    def completion(self) -> Completion:
+        return Completion(self.text, self.input_tokens, self.output_tokens, self.model)
+
+
+class Conversation:
+    """One handler call's questions: the answers it already has, in the order it asks.
+
+    ``decisions``: the model answers the call got before it was parked, so running
+    it again after an answer does not pay for them twice.
+    """
+
+    def __init__(self, answers: list[JsonObject], decisions: list[Decision] | None = None) -> None:
+        self.answers = answers
+        self.decisions = decisions or []
         self._asked = 0
 
     async def ask(self, text: str, schema: JsonObject, timeout_s: float | None, on_timeout: str) -> JsonObject:
         question = Question(text, schema, timeout_s, on_timeout)
         _check(question)
-        if self._asked < len(self._answers):
+        if self._asked < len(self.answers):
             self._asked += 1
-            return self._answers[self._asked - 1]
+            return self.answers[self._asked - 1]
         raise InputRequired(question)
 
 
@@ -109,7 +130,7 @@ def timeout_record(topic: str, task_id: str, parked: Parked) -> Record:
 
 @dataclass(frozen=True)
 class Parked:
-    """A continuation waiting for a person: the event to handle again, the answers so far, the question."""
+    """A continuation waiting for a person: the event to handle again, the answers and model decisions so far, the question."""
 
     record: Incoming
     topic: str
@@ -117,6 +138,7 @@ class Parked:
     answers: list[JsonObject]
     question: Question
     asked_at_ms: int
+    decisions: list[Decision] = field(default_factory=list)
 
     def due(self, now_ms: int) -> bool:
         timeout = self.question.timeout_s
@@ -151,6 +173,7 @@ class Parking:
             "answers": parked.answers,
             "question": parked.question.as_json(),
             "asked_at_ms": parked.asked_at_ms,
+            "decisions": [asdict(d) for d in parked.decisions],
         })
 
     async def release(self, task_id: str) -> None:
@@ -175,7 +198,9 @@ def _parked(entry: Mapping[str, Any]) -> Parked:
     topic, partition, offset, timestamp = entry["origin"]
     record = Incoming(Origin(topic, partition, offset, timestamp), _unb64(entry["key"]), _unb64(entry["value"]), [])
     q = entry["question"]
-    return Parked(record, entry["topic"], entry["answers"], Question(q["text"], q["schema"], q["timeout_s"], q["on_timeout"]), entry["asked_at_ms"])
+    question = Question(q["text"], q["schema"], q["timeout_s"], q["on_timeout"])
+    decisions = [Decision(**d) for d in entry.get("decisions", ())]  # entries parked before decisions were kept have none
+    return Parked(record, entry["topic"], entry["answers"], question, entry["asked_at_ms"], decisions)
 
 
 def _b64(value: bytes | None) -> str | None:

@@ -30,7 +30,7 @@ from streams.records import Incoming, Record
 from streams.topology import AgentSpec, Topology
 from streams.tracing import consuming, current_trace_headers
 from streams.triage import classify
-from streams.types import Emit, Handler, JsonObject, Model
+from streams.types import Emit, Handler, Model
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +87,7 @@ class AgentRunner:
                 else:
                     self._check(logical, event)
                     actions.started(logical)
-                    outputs = await self._call(record, logical, event, delivery, actions, []) or []
+                    outputs = await self._call(record, logical, event, delivery, actions, Conversation([])) or []
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # every failure is data: routed by category, never a crash
@@ -103,14 +103,16 @@ class AgentRunner:
             await self._producer.send([*logged, *outputs])
 
     async def _call(
-        self, record: Incoming, topic: str, event: Event, delivery: Delivery, actions: HandlerActions, answers: list[JsonObject]
+        self, record: Incoming, topic: str, event: Event, delivery: Delivery, actions: HandlerActions, conversation: Conversation
     ) -> list[Record] | None:
         """The handler's outputs, or None: it asked a person, and the call is parked until the answer."""
+        model = RecordingModel(self._model, actions, conversation.decisions)
         try:
             async with asyncio.timeout(self._spec.timeout_s):  # no task per event, unlike wait_for
-                return await self._handle(event, record.key, delivery, topic, actions, answers)
+                return await self._handle(event, record.key, delivery, topic, actions, model, conversation)
         except InputRequired as need:
-            await self._parking.park(event.task_id, Parked(record, topic, answers, need.question, self._now_ms()))
+            parked = Parked(record, topic, conversation.answers, need.question, self._now_ms(), model.made)
+            await self._parking.park(event.task_id, parked)
             actions.asked(need.question, self._human_topic, record.origin.partition, record.key)
             return None
 
@@ -132,7 +134,8 @@ class AgentRunner:
         assert parked is not None
         actions.answered(answer.payload, parked.question)
         event = decode(parked.record.value, parked.record.origin)
-        outputs = await self._call(parked.record, parked.topic, event, Delivery.of(parked.record), actions, [*parked.answers, answer.payload])
+        conversation = Conversation([*parked.answers, answer.payload], parked.decisions)
+        outputs = await self._call(parked.record, parked.topic, event, Delivery.of(parked.record), actions, conversation)
         if outputs is None:
             return []
         await self._parking.release(answer.task_id)
@@ -173,12 +176,12 @@ class AgentRunner:
             raise CircularDelegation(f"delegation chain {chain} revisits an agent or exceeds max_hops {hops}")
 
     async def _handle(
-        self, event: Event, key: bytes | None, delivery: Delivery, topic: str, actions: HandlerActions, answers: list[JsonObject]
+        self, event: Event, key: bytes | None, delivery: Delivery, topic: str, actions: HandlerActions,
+        model: RecordingModel, conversation: Conversation,
     ) -> list[Record]:
         text_key = key.decode("utf-8", "replace") if key is not None else None
         scope = RecordedEffectScope(self._effects, delivery, event.task_id, actions)
-        model = RecordingModel(self._model, actions)
-        ctx = AgentContext(self._spec, text_key, model, self._tables, self._catalog, scope, Conversation(answers))
+        ctx = AgentContext(self._spec, text_key, model, self._tables, self._catalog, scope, conversation)
         emits = await run_handler(self._handler, event, ctx)
         outputs = [self._caused(event, emit, i) for i, emit in enumerate(emits)]
         actions.emitted(topic, outputs, [emit.topic for emit in emits])

@@ -33,11 +33,13 @@ APPROVAL = {
 
 
 async def approve(event: Event, ctx: Context) -> Emit:
-    """Refunds need a person's approval: the task waits for it without holding the worker."""
+    """Refunds need a person's approval (after the model's advice): the task waits for it without holding the worker."""
     refund = event.payload
+    advice = await ctx.model.complete([{"role": "user", "content": f"Should we refund {refund['amount']}?"}])
     question = f"Approve a refund of {refund['amount']} to {refund['customer']}?"
     decision = await ctx.ask_human(question, schema=APPROVAL, timeout_s=refund.get("timeout_s"), on_timeout=refund.get("on_timeout", "fail"))
-    return Emit("refunds.decided", "refund.decided", {"id": refund["id"], "approved": decision["approve"], "note": decision["note"]})
+    approval = {"id": refund["id"], "approved": decision["approve"], "note": decision["note"], "advice": advice.text}
+    return Emit("refunds.decided", "refund.decided", approval)
 
 
 async def triage_v2(event: Event, ctx: Context) -> Emit | None:

@@ -52,8 +52,10 @@ def test_a_task_paused_for_human_input_survives_a_restart_of_all_workers_and_res
     answered = cluster.cli("task", "respond", first.task_id, '{"approve": true, "note": "known customer"}')
     assert answered.returncode == 0, answered.stderr
 
-    assert payloads_of(cluster.read("refunds.decided", 1)) == [{"id": "R1", "approved": True, "note": "known customer"}]
+    [decided] = payloads_of(cluster.read("refunds.decided", 1))
     after = story(cluster, first.task_id)
+    [advice] = [a for a in after if a.kind == "AgentDecision"]  # the resumed call replayed it, unpaid
+    assert decided == {"id": "R1", "approved": True, "note": "known customer", "advice": advice.detail["summary"]}
     assert [a.detail["state"] for a in after if a.kind == "TaskStateChanged"] == ["working", "input-required", "working", "completed"]
     assert fold_tasks(story(cluster, asked[1 - asked.index(first)].task_id)).popitem()[1]["state"] == "input-required"
     again = cluster.cli("task", "respond", first.task_id, '{"approve": false, "note": "too late"}')

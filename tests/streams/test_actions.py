@@ -8,10 +8,12 @@ from typing import Any
 
 import pytest
 
-from streams.actions import SCHEMA_FILE, Action, ActionCodec, HandlerActions, task_partition
-from streams.envelope import new_event
+from streams.actions import SCHEMA_FILE, Action, ActionCodec, HandlerActions, RecordingModel, task_partition
+from streams.envelope import Origin, new_event
+from streams.human import Decision, Parked, Parking, Question
+from streams.records import Incoming
 from streams.errors import EnvelopeError
-from streams.types import Completion
+from streams.types import ChatMessage, Completion
 
 
 def _action(kind: str, detail: dict[str, Any]) -> Action:
@@ -86,7 +88,7 @@ def test_handling_the_same_delivery_again_gives_the_same_action_ids() -> None:
     def one_call() -> list[str]:
         actions = HandlerActions("fraud", event, clock=lambda: 1.0)
         actions.started("transactions.card")
-        actions.decided([{"role": "user", "content": "hi"}], Completion("ok", 1, 1, "offline"), 0)
+        actions.decided("digest", Completion("ok", 1, 1, "offline"), 0)
         return [a.action_id for a in actions.actions]
 
     assert one_call() == one_call()
@@ -113,3 +115,54 @@ def _started(event: Any) -> HandlerActions:
     actions = HandlerActions("fraud", event)
     actions.started("transactions.card")
     return actions
+
+
+class CountingModel:
+    """A model that answers with the prompt and counts what it was paid for."""
+
+    name = "counting"
+
+    def __init__(self) -> None:
+        self.prompts: list[str] = []
+
+    async def complete(self, messages: list[ChatMessage], **opts: Any) -> Completion:
+        self.prompts.append(messages[-1]["content"])
+        return Completion(f"re: {messages[-1]['content']}", 10, 2, self.name)
+
+    async def aclose(self) -> None:
+        pass
+
+
+async def test_a_call_run_again_after_a_pause_replays_its_decisions_until_a_prompt_differs() -> None:
+    event = new_event("refund.requested", {"amount": 9}, source="cli", timestamp=1)
+    model = CountingModel()
+    first = RecordingModel(model, HandlerActions("approver", event))
+    await first.complete([{"role": "user", "content": "assess"}])
+    await first.complete([{"role": "user", "content": "phrase"}])
+
+    actions = HandlerActions("approver", event)
+    again = RecordingModel(model, actions, first.made)
+    replayed = await again.complete([{"role": "user", "content": "assess"}])
+    changed = await again.complete([{"role": "user", "content": "phrase it differently"}])
+    after = await again.complete([{"role": "user", "content": "phrase"}])  # the replay ended at the first difference
+
+    assert replayed == Completion("re: assess", 10, 2, "counting")
+    assert model.prompts == ["assess", "phrase", "phrase it differently", "phrase"]
+    assert [a.kind for a in actions.actions] == ["AgentDecision", "AgentDecision"]  # replayed answers are not logged again
+    assert (changed.text, after.text) == ("re: phrase it differently", "re: phrase")
+    assert again.made[0] == first.made[0] and len(again.made) == 3
+
+
+async def test_a_parked_call_keeps_its_decisions_through_the_table() -> None:
+    table: dict[str, Any] = {}
+
+    async def record(key: str, value: Any) -> None:
+        table[key] = json.loads(json.dumps(value))  # as the JSON changelog would give it back
+
+    parking = Parking(table, record)
+    record_in = Incoming(Origin("refunds.in", 0, 7, 1), b"c1", b"event", [])
+    decisions = [Decision("d1", "risky", 10, 2, "offline")]
+    await parking.park("task-1", Parked(record_in, "refunds.in", [], Question("ok?", {"type": "boolean"}), 5, decisions))
+
+    parked = parking.waiting("task-1")
+    assert parked is not None and parked.decisions == decisions and parked.record.value == b"event"

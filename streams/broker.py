@@ -14,6 +14,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -84,7 +85,9 @@ class BrokerProfile:
         return not self.embedded
 
     def admin_config(self) -> dict[str, Any]:
-        return self._client_config()
+        """AdminClient settings; its info-level notice on close ("Purging 1 unserved events from
+        background queue", once per short-lived client) would interleave with every CLI and demo line."""
+        return {**self._client_config(), "log_level": 5}
 
     def consumer_config(self, group_id: str) -> dict[str, Any]:
         """confluent_kafka.Consumer settings: manual commits, start at the earliest record."""
@@ -223,6 +226,7 @@ class EmbeddedBroker:
         self._tansu = _Daemon("the embedded broker", b"tansu", settings.broker_dir / "tansu.pid", settings.broker_dir / "tansu.log")
         store = ObjectStore.for_settings(settings)
         self._store = store if durable or store.holds_data() else None
+        self._tables_dir = settings.tables_dir
 
     def __enter__(self) -> EmbeddedBroker:
         self.start()
@@ -260,6 +264,8 @@ class EmbeddedBroker:
             self._start_store(self._store)
         if pid is None:
             env = None if self._store is None else self._store.client_environment()
+            if self._store is None:
+                self._forget_tables()
             pid = self._tansu.launch(self._command(), env)
         self._wait_until(self._tansu, pid, self._answers, READY_TIMEOUT)
         return self.status()
@@ -286,6 +292,14 @@ class EmbeddedBroker:
         same port and storage.
         """
         return self._tansu.kill()
+
+    def _forget_tables(self) -> None:
+        """A broker in memory starts with an empty log, so tables kept from an earlier one project
+        records that no longer exist: faust would refuse them (ConsistencyError: persisted offset
+        higher than the highwater) and crash the worker. They go; the new log rebuilds what it needs."""
+        if self._tables_dir.exists():
+            _log.info("a new broker in memory: removing tables of the previous log in %s", self._tables_dir)
+            shutil.rmtree(self._tables_dir)
 
     def _start_store(self, store: ObjectStore) -> None:
         weed = _store_daemon(store)

@@ -65,6 +65,22 @@ def test_a_later_cli_run_finds_and_stops_the_broker(spare_broker: EmbeddedBroker
 
 
 @pytest.mark.e2e
+def test_a_new_broker_in_memory_drops_the_tables_of_the_previous_log(spare_broker: EmbeddedBroker, spare_settings: Settings) -> None:
+    """A second `make run` used to crash every worker: RocksDB offsets past the new, empty log."""
+    stale = spare_settings.tables_dir / "kappa-demo.fraud" / "risk-0.db"
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"state of a log that is gone")
+
+    spare_broker.start()
+    assert not stale.exists()
+
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"state of the running broker's log")
+    spare_broker.start()  # already running: its log and these tables belong together
+    assert stale.read_bytes() == b"state of the running broker's log"
+
+
+@pytest.mark.e2e
 def test_broker_outlives_the_process_that_started_it(spare_broker: EmbeddedBroker, spare_settings: Settings) -> None:
     env = os.environ | {"KAPPA_STATE_DIR": str(spare_settings.state_dir), "KAPPA_BROKER_PORT": str(spare_settings.embedded_port)}
     starter = "from streams.broker import EmbeddedBroker; from streams.settings import load_settings; EmbeddedBroker(load_settings()).start()"

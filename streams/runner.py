@@ -26,9 +26,9 @@ from streams.failures import Delivery, Failure, dead_letter_record, retry_record
 from streams.human import ANSWER_TYPE, TIMEOUT_TYPE, Conversation, InputRequired, Parked, Parking, answer_problem
 from streams.lag import LagGate
 from streams.producer import AsyncProducer
-from streams.records import Incoming, Record
+from streams.records import Headers, Incoming, Record
 from streams.topology import AgentSpec, Topology
-from streams.tracing import consuming, current_trace_headers
+from streams.tracing import consuming
 from streams.triage import classify
 from streams.types import Emit, Handler, JsonObject, Model
 
@@ -78,16 +78,16 @@ class AgentRunner:
             delivery = Delivery.first(record)
         logical = self._logical[delivery.topic]
         actions: HandlerActions | None = None
-        with consuming(self._spec.name, logical, record.headers):
+        with consuming(self._spec.name, logical, record.headers) as trace:
             try:
                 event = replace(decode(record.value, record.origin), attempt=delivery.attempt)
                 actions = HandlerActions(self._spec.name, event, self._clock)
                 if logical == self._human_topic:
-                    outputs = await self._resume(event, actions)
+                    outputs = await self._resume(event, actions, trace)
                 else:
                     self._check(logical, event)
                     actions.started(logical)
-                    outputs = await self._call(record, logical, event, delivery, actions, []) or []
+                    outputs = await self._call(record, logical, event, delivery, actions, [], trace) or []
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # every failure is data: routed by category, never a crash
@@ -103,18 +103,18 @@ class AgentRunner:
             await self._producer.send([*logged, *outputs])
 
     async def _call(
-        self, record: Incoming, topic: str, event: Event, delivery: Delivery, actions: HandlerActions, answers: list[JsonObject]
+        self, record: Incoming, topic: str, event: Event, delivery: Delivery, actions: HandlerActions, answers: list[JsonObject], trace: Headers
     ) -> list[Record] | None:
         """The handler's outputs, or None: it asked a person, and the call is parked until the answer."""
         try:
             async with asyncio.timeout(self._spec.timeout_s):  # no task per event, unlike wait_for
-                return await self._handle(event, record.key, delivery, topic, actions, answers)
+                return await self._handle(event, record.key, delivery, topic, actions, answers, trace)
         except InputRequired as need:
             await self._parking.park(event.task_id, Parked(record, topic, answers, need.question, self._now_ms()))
             actions.asked(need.question, self._human_topic, record.origin.partition, record.key)
             return None
 
-    async def _resume(self, answer: Event, actions: HandlerActions) -> list[Record]:
+    async def _resume(self, answer: Event, actions: HandlerActions, trace: Headers) -> list[Record]:
         """A person answered: check the answer, then run the parked call again with every answer so far."""
         if answer.type == TIMEOUT_TYPE:
             return await self._expire(answer, actions)
@@ -132,7 +132,7 @@ class AgentRunner:
         assert parked is not None
         actions.answered(answer.payload, parked.question)
         event = decode(parked.record.value, parked.record.origin)
-        outputs = await self._call(parked.record, parked.topic, event, Delivery.of(parked.record), actions, [*parked.answers, answer.payload])
+        outputs = await self._call(parked.record, parked.topic, event, Delivery.of(parked.record), actions, [*parked.answers, answer.payload], trace)
         if outputs is None:
             return []
         await self._parking.release(answer.task_id)
@@ -173,7 +173,7 @@ class AgentRunner:
             raise CircularDelegation(f"delegation chain {chain} revisits an agent or exceeds max_hops {hops}")
 
     async def _handle(
-        self, event: Event, key: bytes | None, delivery: Delivery, topic: str, actions: HandlerActions, answers: list[JsonObject]
+        self, event: Event, key: bytes | None, delivery: Delivery, topic: str, actions: HandlerActions, answers: list[JsonObject], trace: Headers
     ) -> list[Record]:
         text_key = key.decode("utf-8", "replace") if key is not None else None
         scope = RecordedEffectScope(self._effects, delivery, event.task_id, actions)
@@ -184,15 +184,15 @@ class AgentRunner:
         actions.emitted(topic, outputs, [emit.topic for emit in emits])
         if not self._consumed.intersection(emit.topic for emit in emits):
             actions.state("completed", f"{self._spec.name} left nothing for another agent")
-        return [self._output(output, emit, key) for output, emit in zip(outputs, emits)]
+        return [self._output(output, emit, key, trace) for output, emit in zip(outputs, emits)]
 
     def _caused(self, cause: Event, emit: Emit, index: int) -> Event:
         event = cause.caused(emit.type, emit.payload, source=self._spec.name, index=index, timestamp=self._now_ms())
         return replace(event, lineage=(self._spec.name,)) if self._spec.pattern is not None else event
 
-    def _output(self, event: Event, emit: Emit, key: bytes | None) -> Record:
+    def _output(self, event: Event, emit: Emit, key: bytes | None, trace: Headers) -> Record:
         out_key = emit.key.encode() if emit.key is not None else key
-        return Record(self._topology.topic_name(emit.topic), out_key, encode(event), current_trace_headers())
+        return Record(self._topology.topic_name(emit.topic), out_key, encode(event), trace)
 
     async def _fail(self, record: Incoming, delivery: Delivery, failure: Failure, actions: HandlerActions | None) -> None:
         agent, topology = self._spec.name, self._topology

@@ -1,10 +1,11 @@
 """One agent handling one record: decode, call the handler, publish, or route the failure.
 
-``process`` returns only when the record's consequences are durable (its
-outputs, its retry or its dead letter acknowledged by the broker); only then
-may the record's offset be acked. It never raises for anything a record or a
-handler can cause; what it raises is a broker failure, and the record stays
-unacked.
+``process`` handles a record and returns its publishing (a ``Finish`` for the
+dispatcher, awaited without holding a handler slot). Once that returns, the
+record's consequences are durable (its outputs, its retry or its dead letter
+acknowledged by the broker); only then may the record's offset be acked.
+Neither raises for anything a record or a handler can cause; what the
+publishing raises is a broker failure, and the record stays unacked.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any
 from streams.actions import ActionLog, HandlerActions, RecordedEffectScope, RecordingModel
 from streams.catalog import EventCatalog
 from streams.context import AgentContext, run_handler
+from streams.dispatch import Finish
 from streams.effects import SideEffects
 from streams.envelope import Event, decode, encode
 from streams.errors import CircularDelegation, EnvelopeError
@@ -72,7 +74,7 @@ class AgentRunner:
         self._handover = {topology.topic_name(name) for name in self._consumed}
         self._action_log = ActionLog.of(topology)
 
-    async def process(self, record: Incoming) -> None:
+    async def process(self, record: Incoming) -> Finish:
         delivery = Delivery.of(record)
         if delivery.topic not in self._logical:  # retry headers naming a topic we don't read: someone else's
             delivery = Delivery.first(record)
@@ -91,16 +93,17 @@ class AgentRunner:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # every failure is data: routed by category, never a crash
-                await self._fail(record, delivery, classify(exc), actions)
-                return
+                return self._fail(record, delivery, classify(exc), actions)
             if self._gate is not None:
                 await self._gate.wait(output.topic for output in outputs)
-            logged = self._action_log.records(actions.actions)
-            if any(output.topic in self._handover for output in outputs):
-                # The action log first, so the agent these outputs go to logs after us: one task, one causal story.
-                await self._producer.send(logged)
-                logged = []
-            await self._producer.send([*logged, *outputs])
+            return self._publish(self._action_log.records(actions.actions), outputs)
+
+    async def _publish(self, logged: list[Record], outputs: list[Record]) -> None:
+        if any(output.topic in self._handover for output in outputs):
+            # The action log first, so the agent these outputs go to logs after us: one task, one causal story.
+            await self._producer.send(logged)
+            logged = []
+        await self._producer.send([*logged, *outputs])
 
     async def _call(
         self, record: Incoming, topic: str, event: Event, delivery: Delivery, actions: HandlerActions, answers: list[JsonObject], trace: Headers
@@ -194,7 +197,7 @@ class AgentRunner:
         out_key = emit.key.encode() if emit.key is not None else key
         return Record(self._topology.topic_name(emit.topic), out_key, encode(event), trace)
 
-    async def _fail(self, record: Incoming, delivery: Delivery, failure: Failure, actions: HandlerActions | None) -> None:
+    def _fail(self, record: Incoming, delivery: Delivery, failure: Failure, actions: HandlerActions | None) -> Finish:
         agent, topology = self._spec.name, self._topology
         level = topology.failures.retry_level(failure.category, delivery.attempt)
         where = f"topic '{delivery.topic}' partition {delivery.partition} offset {delivery.offset} (attempt {delivery.attempt})"
@@ -210,7 +213,7 @@ class AgentRunner:
             log.info("agent %s retries %s at level %d (%s): %s", agent, where, level, failure.category, failure.error)
             topic = topology.topic_name(topology.retry_topic(agent, level))
             out = retry_record(record, delivery, failure, topic, topology.failures.retry_delays_s[level - 1])
-        await self._producer.send([out, *logged])  # the retry first: its due time was just computed from now
+        return self._producer.send([out, *logged])  # the retry first: its due time was just computed from now
 
     def _now_ms(self) -> int:
         return int(self._clock() * 1000)

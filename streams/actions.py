@@ -32,7 +32,7 @@ import orjson
 from fastavro.schema import fingerprint, load_schema, to_parsing_canonical_form
 
 from streams.effects import EffectScope
-from streams.envelope import SCHEMA_DIR, Event
+from streams.envelope import SCHEMA_DIR, Event, derived_id
 from streams.errors import EnvelopeError
 from streams.human import Decision, Question
 from streams.records import Record
@@ -165,7 +165,7 @@ class HandlerActions:
         e = self.event
         seed = f"{e.event_id}/{self.agent}/{e.attempt}/{len(self.actions)}"
         action = Action(
-            action_id or str(uuid.uuid5(_ID_NAMESPACE, seed)),
+            action_id or derived_id(_ID_NAMESPACE, seed),
             e.task_id, e.correlation_id, e.event_id, self.agent, int(self.clock() * 1000), kind, detail,
         )
         self.actions.append(action)
@@ -176,7 +176,7 @@ class HandlerActions:
         e = self.event
         if e.causation_id is None:
             created = {"event_id": e.event_id, "event_type": e.type, "topic": topic, "source": e.source}
-            self.add("TaskCreated", created, action_id=str(uuid.uuid5(_ID_NAMESPACE, f"{e.event_id}/created")))
+            self.add("TaskCreated", created, action_id=derived_id(_ID_NAMESPACE, f"{e.event_id}/created"))
             self.state("working", f"{self.agent} picked up {e.type}")
 
     def state(self, state: str, reason: str) -> None:

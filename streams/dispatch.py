@@ -1,7 +1,10 @@
 """Concurrent handling that keeps per-key order and never commits past a gap.
 
 LLM calls take seconds, so an agent handles up to ``concurrency`` events at
-once. Two guarantees hold regardless:
+once. A handler may return what finishes its item (publishing it, say): that
+runs without holding one of the ``concurrency`` slots, since waiting for the
+broker to acknowledge is not handling, and still before the key's next item
+starts. Two guarantees hold regardless:
 
 * events with the same key run one after another, in offset order;
 * an offset is released (acked, hence committable) only once it and every
@@ -23,6 +26,8 @@ from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
+Finish = Awaitable[None]
+"""What completes a handled item outside its slot; the item counts as done once it returns."""
 
 
 @dataclass(eq=False)
@@ -49,7 +54,7 @@ class KeyedDispatcher(Generic[T]):
 
     def __init__(
         self,
-        handle: Callable[[T], Awaitable[None]],
+        handle: Callable[[T], Awaitable[Finish | None]],
         release: Callable[[T], Awaitable[None]],
         *,
         concurrency: int,
@@ -115,7 +120,9 @@ class KeyedDispatcher(Generic[T]):
             while chain:
                 entry = chain[0]
                 async with self._slots:
-                    await self._handle(entry.item)
+                    finish = await self._handle(entry.item)
+                if finish is not None:
+                    await finish
                 entry.done = True
                 chain.popleft()
                 await self._release_done(entry.partition)

@@ -10,6 +10,7 @@ replay of the same record decodes to the same event.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import uuid
 from dataclasses import asdict, dataclass, fields, replace
@@ -54,7 +55,7 @@ class Event:
         event (redelivery, replay) emits events with the same ids.
         """
         return Event(
-            event_id=str(uuid.uuid5(_ID_NAMESPACE, f"{self.event_id}/{source}/{index}")),
+            event_id=derived_id(_ID_NAMESPACE, f"{self.event_id}/{source}/{index}"),
             type=type,
             task_id=self.task_id,
             correlation_id=self.correlation_id,
@@ -86,9 +87,18 @@ def new_event(type: str, payload: JsonObject, *, source: str, timestamp: int, ta
     return Event(event_id, type, task_id or event_id, event_id, None, source, timestamp, 0, payload)
 
 
+def derived_id(namespace: uuid.UUID, name: str) -> str:
+    """``str(uuid.uuid5(namespace, name))``, without building a UUID object: ids are derived per event and action."""
+    digest = bytearray(hashlib.sha1(namespace.bytes + name.encode()).digest()[:16])
+    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
+    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
+    h = digest.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
 def encode(event: Event) -> bytes:
     """Avro single-object encoding of the envelope."""
-    record = asdict(event)
+    record = dict(vars(event))  # shallow: asdict would deep-copy the payload only to serialise it
     record["payload"] = orjson.dumps(event.payload).decode()
     record["lineage"] = list(event.lineage)
     out = io.BytesIO()

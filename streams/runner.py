@@ -1,10 +1,11 @@
 """One agent handling one record: decode, call the handler, publish, or route the failure.
 
-``process`` returns only when the record's consequences are durable (its
-outputs, its retry or its dead letter acknowledged by the broker); only then
-may the record's offset be acked. It never raises for anything a record or a
-handler can cause; what it raises is a broker failure, and the record stays
-unacked.
+``process`` handles a record and returns its publishing (a ``Finish`` for the
+dispatcher, awaited without holding a handler slot). Once that returns, the
+record's consequences are durable (its outputs, its retry or its dead letter
+acknowledged by the broker); only then may the record's offset be acked.
+Neither raises for anything a record or a handler can cause; what the
+publishing raises is a broker failure, and the record stays unacked.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any
 from streams.actions import ActionLog, HandlerActions, RecordedEffectScope, RecordingModel
 from streams.catalog import EventCatalog
 from streams.context import AgentContext, run_handler
+from streams.dispatch import Finish
 from streams.effects import SideEffects
 from streams.envelope import Event, decode, encode
 from streams.errors import CircularDelegation, EnvelopeError
@@ -26,9 +28,9 @@ from streams.failures import Delivery, Failure, dead_letter_record, retry_record
 from streams.human import ANSWER_TYPE, TIMEOUT_TYPE, Conversation, InputRequired, Parked, Parking, answer_problem
 from streams.lag import LagGate
 from streams.producer import AsyncProducer
-from streams.records import Incoming, Record
+from streams.records import Headers, Incoming, Record
 from streams.topology import AgentSpec, Topology
-from streams.tracing import consuming, current_trace_headers
+from streams.tracing import consuming
 from streams.triage import classify
 from streams.types import Emit, Handler, Model
 
@@ -72,51 +74,53 @@ class AgentRunner:
         self._handover = {topology.topic_name(name) for name in self._consumed}
         self._action_log = ActionLog.of(topology)
 
-    async def process(self, record: Incoming) -> None:
+    async def process(self, record: Incoming) -> Finish:
         delivery = Delivery.of(record)
         if delivery.topic not in self._logical:  # retry headers naming a topic we don't read: someone else's
             delivery = Delivery.first(record)
         logical = self._logical[delivery.topic]
         actions: HandlerActions | None = None
-        with consuming(self._spec.name, logical, record.headers):
+        with consuming(self._spec.name, logical, record.headers) as trace:
             try:
                 event = replace(decode(record.value, record.origin), attempt=delivery.attempt)
                 actions = HandlerActions(self._spec.name, event, self._clock)
                 if logical == self._human_topic:
-                    outputs = await self._resume(event, actions)
+                    outputs = await self._resume(event, actions, trace)
                 else:
                     self._check(logical, event)
                     actions.started(logical)
-                    outputs = await self._call(record, logical, event, delivery, actions, Conversation([])) or []
+                    outputs = await self._call(record, logical, event, delivery, actions, Conversation([]), trace) or []
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # every failure is data: routed by category, never a crash
-                await self._fail(record, delivery, classify(exc), actions)
-                return
+                return self._fail(record, delivery, classify(exc), actions)
             if self._gate is not None:
                 await self._gate.wait(output.topic for output in outputs)
-            logged = self._action_log.records(actions.actions)
-            if any(output.topic in self._handover for output in outputs):
-                # The action log first, so the agent these outputs go to logs after us: one task, one causal story.
-                await self._producer.send(logged)
-                logged = []
-            await self._producer.send([*logged, *outputs])
+            return self._publish(self._action_log.records(actions.actions), outputs)
+
+    async def _publish(self, logged: list[Record], outputs: list[Record]) -> None:
+        if any(output.topic in self._handover for output in outputs):
+            # The action log first, so the agent these outputs go to logs after us: one task, one causal story.
+            await self._producer.send(logged)
+            logged = []
+        await self._producer.send([*logged, *outputs])
 
     async def _call(
-        self, record: Incoming, topic: str, event: Event, delivery: Delivery, actions: HandlerActions, conversation: Conversation
+        self, record: Incoming, topic: str, event: Event, delivery: Delivery, actions: HandlerActions,
+        conversation: Conversation, trace: Headers,
     ) -> list[Record] | None:
         """The handler's outputs, or None: it asked a person, and the call is parked until the answer."""
         model = RecordingModel(self._model, actions, conversation.decisions)
         try:
             async with asyncio.timeout(self._spec.timeout_s):  # no task per event, unlike wait_for
-                return await self._handle(event, record.key, delivery, topic, actions, model, conversation)
+                return await self._handle(event, record.key, delivery, topic, actions, model, conversation, trace)
         except InputRequired as need:
             parked = Parked(record, topic, conversation.answers, need.question, self._now_ms(), model.made)
             await self._parking.park(event.task_id, parked)
             actions.asked(need.question, self._human_topic, record.origin.partition, record.key)
             return None
 
-    async def _resume(self, answer: Event, actions: HandlerActions) -> list[Record]:
+    async def _resume(self, answer: Event, actions: HandlerActions, trace: Headers) -> list[Record]:
         """A person answered: check the answer, then run the parked call again with every answer so far."""
         if answer.type == TIMEOUT_TYPE:
             return await self._expire(answer, actions)
@@ -135,7 +139,7 @@ class AgentRunner:
         actions.answered(answer.payload, parked.question)
         event = decode(parked.record.value, parked.record.origin)
         conversation = Conversation([*parked.answers, answer.payload], parked.decisions)
-        outputs = await self._call(parked.record, parked.topic, event, Delivery.of(parked.record), actions, conversation)
+        outputs = await self._call(parked.record, parked.topic, event, Delivery.of(parked.record), actions, conversation, trace)
         if outputs is None:
             return []
         await self._parking.release(answer.task_id)
@@ -177,7 +181,7 @@ class AgentRunner:
 
     async def _handle(
         self, event: Event, key: bytes | None, delivery: Delivery, topic: str, actions: HandlerActions,
-        model: RecordingModel, conversation: Conversation,
+        model: RecordingModel, conversation: Conversation, trace: Headers,
     ) -> list[Record]:
         text_key = key.decode("utf-8", "replace") if key is not None else None
         scope = RecordedEffectScope(self._effects, delivery, event.task_id, actions)
@@ -187,17 +191,17 @@ class AgentRunner:
         actions.emitted(topic, outputs, [emit.topic for emit in emits])
         if not self._consumed.intersection(emit.topic for emit in emits):
             actions.state("completed", f"{self._spec.name} left nothing for another agent")
-        return [self._output(output, emit, key) for output, emit in zip(outputs, emits)]
+        return [self._output(output, emit, key, trace) for output, emit in zip(outputs, emits)]
 
     def _caused(self, cause: Event, emit: Emit, index: int) -> Event:
         event = cause.caused(emit.type, emit.payload, source=self._spec.name, index=index, timestamp=self._now_ms())
         return replace(event, lineage=(self._spec.name,)) if self._spec.pattern is not None else event
 
-    def _output(self, event: Event, emit: Emit, key: bytes | None) -> Record:
+    def _output(self, event: Event, emit: Emit, key: bytes | None, trace: Headers) -> Record:
         out_key = emit.key.encode() if emit.key is not None else key
-        return Record(self._topology.topic_name(emit.topic), out_key, encode(event), current_trace_headers())
+        return Record(self._topology.topic_name(emit.topic), out_key, encode(event), trace)
 
-    async def _fail(self, record: Incoming, delivery: Delivery, failure: Failure, actions: HandlerActions | None) -> None:
+    def _fail(self, record: Incoming, delivery: Delivery, failure: Failure, actions: HandlerActions | None) -> Finish:
         agent, topology = self._spec.name, self._topology
         level = topology.failures.retry_level(failure.category, delivery.attempt)
         where = f"topic '{delivery.topic}' partition {delivery.partition} offset {delivery.offset} (attempt {delivery.attempt})"
@@ -213,7 +217,7 @@ class AgentRunner:
             log.info("agent %s retries %s at level %d (%s): %s", agent, where, level, failure.category, failure.error)
             topic = topology.topic_name(topology.retry_topic(agent, level))
             out = retry_record(record, delivery, failure, topic, topology.failures.retry_delays_s[level - 1])
-        await self._producer.send([out, *logged])  # the retry first: its due time was just computed from now
+        return self._producer.send([out, *logged])  # the retry first: its due time was just computed from now
 
     def _now_ms(self) -> int:
         return int(self._clock() * 1000)

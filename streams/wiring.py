@@ -25,7 +25,7 @@ from faust.types import EventT, TableT
 from mode.supervisors import CrashingSupervisor
 
 from streams.broker import BrokerProfile
-from streams.dispatch import KeyedDispatcher
+from streams.dispatch import Finish, KeyedDispatcher
 from streams.edge import read_to_end
 from streams.effects import TABLE as EFFECTS_TABLE
 from streams.effects import SideEffects, horizon_of
@@ -146,9 +146,9 @@ def build_agent_app(
 async def _feed(
     stream: faust.Stream[Any], runner: AgentRunner, concurrency: int, stack: AsyncExitStack, *, delayed: bool
 ) -> None:
-    async def handle(event: EventT) -> None:
+    async def handle(event: EventT) -> Finish:
         _current_event.set(weakref.ref(event))  # faust tables find their partition through it
-        await runner.process(incoming_of(event))
+        return await runner.process(incoming_of(event))
 
     async def release(event: EventT) -> None:
         await stream.ack(event)

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from streams.dispatch import KeyedDispatcher
+from streams.dispatch import Finish, KeyedDispatcher
 
 
 @dataclass(frozen=True)
@@ -310,3 +310,29 @@ async def test_drain_returns_at_once_when_nothing_was_submitted() -> None:
     dispatcher = KeyedDispatcher(recorder.handle, recorder.release, concurrency=1)
     await asyncio.wait_for(dispatcher.drain(), 0.1)
     assert dispatcher.pending == 0
+
+
+async def test_a_finish_holds_no_slot_but_comes_before_the_keys_next_item_and_the_release() -> None:
+    """Publishing (waiting for the broker) runs outside the slot, so other keys are handled meanwhile."""
+    recorder = Recorder()
+    acknowledged = asyncio.Event()
+
+    async def publish() -> None:
+        await acknowledged.wait()
+
+    async def handle(item: Item) -> Finish | None:
+        await recorder.handle(item)
+        return publish() if item.offset == 0 else None
+
+    dispatcher = KeyedDispatcher(handle, recorder.release, concurrency=1)
+    for offset, key in enumerate(["a", "b", "a"]):
+        await submit(dispatcher, Item(0, offset, key))
+    await until(lambda: [item.offset for item in recorder.finished] == [0, 1])
+    await asyncio.sleep(0.01)
+    assert [item.offset for item in recorder.started] == [0, 1]  # "a" waits for its first item's finish
+    assert recorder.released == []
+
+    acknowledged.set()
+    await dispatcher.drain()
+    assert [item.offset for item in recorder.started] == [0, 1, 2]
+    assert recorder.released_offsets(0) == [0, 1, 2]

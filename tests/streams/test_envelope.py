@@ -14,7 +14,7 @@ import orjson
 import pytest
 from fastavro.schema import load_schema, to_parsing_canonical_form
 
-from streams.envelope import Event, Origin, decode, encode, encode_json, new_event
+from streams.envelope import Event, Origin, decode, derived_id, encode, encode_json, new_event
 from streams.errors import EnvelopeError
 
 SCHEMA_FILE = Path(__file__).resolve().parents[2] / "schemas" / "Envelope.avsc"
@@ -311,6 +311,13 @@ def test_caused_event_id_is_the_same_when_the_cause_is_handled_again() -> None:
     again = cause.caused("x", {"other": "payload"}, source="fraud", index=1, timestamp=2)
     assert first.event_id == again.event_id
     assert uuid.UUID(first.event_id).version == 5
+
+
+@pytest.mark.parametrize("name", ["", "e-1/fraud/0", "ünïcode/ids/3", "x" * 500])
+def test_derived_ids_are_the_uuid5_of_namespace_and_name(name: str) -> None:
+    """Ids already in the log were written with ``uuid.uuid5``: replays must derive the same ones."""
+    namespace = uuid.UUID("6b1f3c2e-8f4a-4f0b-9a57-1d2c3e4f5a6b")
+    assert derived_id(namespace, name) == str(uuid.uuid5(namespace, name))
 
 
 def test_caused_event_ids_differ_per_cause_source_and_index() -> None:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from streams.broker import BrokerProfile
-from streams.edge import Outgoing, send, tail
+from streams.edge import Outgoing, describe, read_to_end, send
 from streams.envelope import new_event
 from streams.producer import publish
 from streams.records import Record
@@ -93,7 +93,9 @@ class Cluster:
         """Every record on a topic, waiting until at least ``expect`` arrived (or timing out)."""
         deadline = time.monotonic() + timeout
         while True:
-            lines = list(tail(self.profile, self.topology.topic_name(topic), idle_s=0.5))
+            # To the partitions' real ends, not "idle for a while": right after a broker restart the
+            # first fetch from durable storage can take longer than any idle guess.
+            lines = [describe(record) for record in read_to_end(self.profile, self.topology.topic_name(topic))]
             if len(lines) >= expect or time.monotonic() > deadline:
                 return lines
             time.sleep(0.5)

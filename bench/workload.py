@@ -1,9 +1,8 @@
-"""The benchmark's workload and the work every row does on it, defined once.
+"""The benchmark's workload, defined once; the work every row does on it is in bench/work.py.
 
 Input: JSON payloads ``{"key", "amount", "seq", "sent_ms"}`` in the runtime's Avro
-envelope, keyed by ``key`` (1,000 keys). Work: add ``amount`` to the key's running
-total in a table, then emit one envelope ``{"key", "total", "seq", "sent_ms"}``.
-``seq`` numbers the inputs 0..n-1, so a reader can tell loss and duplicates apart.
+envelope, keyed by ``key`` (1,000 keys). ``seq`` numbers the inputs 0..n-1, so a
+reader can tell loss and duplicates apart.
 """
 
 from __future__ import annotations
@@ -16,7 +15,7 @@ from pathlib import Path
 from confluent_kafka import Producer
 
 from streams.broker import BrokerProfile, detect_profile
-from streams.envelope import Event, encode, new_event
+from streams.envelope import encode, new_event
 from streams.settings import Settings, load_settings
 from streams.topology import Topology, load_topology
 from streams.types import JsonObject
@@ -26,7 +25,6 @@ AGENT = "total"
 INPUT_TOPIC = "bench.in"
 OUTPUT_TOPIC = "bench.out"
 INPUT_TYPE = "bench.amount"
-OUTPUT_TYPE = "bench.total"
 KEYS = 1000
 PACE_TICK_S = 0.001
 ENCODE_BUDGET_S = 50e-6
@@ -48,17 +46,6 @@ def expected_totals(count: int) -> dict[str, int]:
         item = payload(seq)
         totals[item["key"]] = totals.get(item["key"], 0) + item["amount"]
     return totals
-
-
-def answer(cause: JsonObject, total: int) -> JsonObject:
-    """The output payload for one input, given the key's total including it."""
-    return {"key": cause["key"], "total": total, "seq": cause["seq"], "sent_ms": cause["sent_ms"]}
-
-
-def encoded_answer(cause: Event, total: int, source: str) -> bytes:
-    """The output envelope as the runtime would write it (for the rows that are not the runtime)."""
-    now_ms = int(time.time() * 1000)
-    return encode(cause.caused(OUTPUT_TYPE, answer(cause.payload, total), source=source, index=0, timestamp=now_ms))
 
 
 def input_records(seqs: range, sent_ms: Sequence[int] | None = None) -> list[InputRecord]:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from bench.workload import OUTPUT_TOPIC, OUTPUT_TYPE, answer
+from bench.work import OUTPUT_TYPE, answer
+from bench.workload import OUTPUT_TOPIC
 from streams.envelope import Event
 from streams.types import Context, Emit
 

@@ -11,7 +11,8 @@ from typing import Any
 
 import faust
 
-from bench.workload import INPUT_TOPIC, OUTPUT_TOPIC, WorkerEnv, encoded_answer
+from bench.work import encoded_answer
+from bench.workload import INPUT_TOPIC, OUTPUT_TOPIC, WorkerEnv
 from streams.envelope import Origin, decode
 
 SOURCE = "bench-faust"

@@ -8,6 +8,7 @@ the first to the N-th; wall time and startup from when the process was spawned.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import signal
@@ -23,7 +24,7 @@ from types import TracebackType
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
 
-from bench.workload import INPUT_TOPIC, OUTPUT_TOPIC, TOPOLOGY, InputRecord, expected_totals, produce_backlog, produce_paced
+from bench.workload import AGENT, INPUT_TOPIC, OUTPUT_TOPIC, TOPOLOGY, InputRecord, expected_totals, produce_backlog, produce_paced
 from streams.admin import apply_topics, topics_wanted
 from streams.broker import BrokerProfile
 from streams.envelope import Origin, decode
@@ -55,12 +56,16 @@ class RowFailed(Exception):
 
 @dataclass(frozen=True)
 class Row:
-    """One way of doing the work: the command that starts its worker, run from the repo root."""
+    """One way of doing the work: the command that starts its worker, run from the repo root.
+
+    ``unavailable`` says why the row cannot run here (its own venv is missing); it is then skipped.
+    """
 
     name: str
     label: str
     command: tuple[str, ...]
     note: str
+    unavailable: str | None = None
 
 
 @dataclass(frozen=True)
@@ -91,6 +96,8 @@ class RowResult:
     outputs: int = 0
     problems: list[str] = field(default_factory=list)
     ratio_to_raw: float = math.nan
+    skipped: str | None = None
+    """Why the row was not measured; a skipped row has no figures and no problems."""
 
     @property
     def ok(self) -> bool:
@@ -120,6 +127,10 @@ class Answer:
 def run_row(plan: Plan, row: Row, progress: Progress) -> RowResult:
     """Backlog phase, paced phase, then checks; a RowFailed lands in ``problems``."""
     result = RowResult(row.name, row.label, row.note)
+    if row.unavailable is not None:
+        result.skipped = row.unavailable
+        progress(f"{row.label}: skipped, {row.unavailable}")
+        return result
     topology = load_topology(TOPOLOGY, namespace=f"bench-{plan.run_id}-{row.name}.", import_handlers=False)
     apply_topics(plan.profile, topics_wanted(topology))
     produce_backlog(plan.profile, topology.topic_name(INPUT_TOPIC), plan.backlog)
@@ -150,12 +161,17 @@ def _measure(plan: Plan, row: Row, topology: Topology, result: RowResult, progre
 
 
 def _worker_env(plan: Plan, row: Row, topology: Topology) -> dict[str, str]:
+    """The runtime's settings, and what they resolve to for a worker that cannot load them (``BENCH_*``)."""
     return {
         **os.environ,
         "KAFKA_BOOTSTRAP_SERVERS": plan.profile.bootstrap,
         "KAPPA_BROKER_KIND": "embedded" if plan.profile.embedded else "kafka",
         "KAPPA_NAMESPACE": topology.namespace,
         "KAPPA_STATE_DIR": str(plan.work_dir / row.name),
+        "BENCH_INPUT_TOPIC": topology.topic_name(INPUT_TOPIC),
+        "BENCH_OUTPUT_TOPIC": topology.topic_name(OUTPUT_TOPIC),
+        "BENCH_CONSUMER_CONFIG": json.dumps(plan.profile.consumer_config(topology.group_id(AGENT))),
+        "BENCH_PRODUCER_CONFIG": json.dumps(plan.profile.producer_config()),
     }
 
 

@@ -15,7 +15,8 @@ import time
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
 from rocksdict import Rdict
 
-from bench.workload import INPUT_TOPIC, OUTPUT_TOPIC, WorkerEnv, encoded_answer
+from bench.work import encoded_answer
+from bench.workload import INPUT_TOPIC, OUTPUT_TOPIC, WorkerEnv
 from streams.envelope import Origin, decode
 
 SOURCE = "bench-raw"

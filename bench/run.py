@@ -1,6 +1,7 @@
-"""`make bench`: events/s and end-to-end latency of the same stateful work, three ways.
+"""`make bench`: events/s and end-to-end latency of the same stateful work, four ways.
 
 (a) a raw confluent-kafka loop, (b) a Kappa Agents agent, (c) a default faust agent,
+(d) a quixstreams app (in a venv of its own; skipped when that venv is missing),
 one after another on the same broker in the same run, each on topics of its own.
 Writes bench/results.json, prints a table; exits 1 when any row's output is wrong.
 
@@ -35,7 +36,7 @@ from typing import Any
 
 import confluent_kafka
 
-from bench.measure import Plan, Progress, Row, RowResult, run_row
+from bench.measure import REPO, Plan, Progress, Row, RowResult, run_row
 from bench.scenarios import Scenario, run_scenarios
 from bench.workload import AGENT, INPUT_TOPIC, KEYS, TOPOLOGY, input_records
 from streams.broker import BrokerProfile, EmbeddedBroker, detect_profile
@@ -44,6 +45,10 @@ from streams.topology import load_topology
 
 RESULTS = Path(__file__).with_name("results.json")
 PY = sys.executable
+QUIX_STAMP = REPO / "bench" / ".venv-quix" / ".installed"
+"""Written by `make bench` once the quixstreams row's venv is complete (the Makefile's QUIX_STAMP)."""
+QUIX_PY = QUIX_STAMP.parent / "bin" / "python"
+QUIX_PIN = next(line for line in (REPO / "bench" / "quix-requirements.txt").read_text().splitlines() if line.startswith("quixstreams=="))
 ROWS = (
     Row("raw", "(a) raw confluent-kafka loop", (PY, "-m", "bench.raw_loop"),
         "consume(1000) → decode → rocksdict read+write → produce; commit after flush every 1 s; no changelog"),
@@ -51,6 +56,9 @@ ROWS = (
         "kappa-agents worker: faust table with changelog, KeyedDispatcher, librdkafka output producer"),
     Row("faust", "(c) faust default agent", (PY, "-m", "bench.faust_app", "worker", "-l", "warn", "--without-web"),
         "async for event in stream → table → await topic.send; the broker profile's faust settings"),
+    Row("quix", "(d) quixstreams app", (str(QUIX_PY), "-m", "bench.quix_app"),
+        f"StreamingDataFrame.apply(stateful) → RocksDB state with changelog → to_topic; {QUIX_PIN}, its own venv",
+        unavailable=None if QUIX_STAMP.exists() else f"no {QUIX_STAMP.parent.relative_to(REPO)}: `make bench` builds it (needs PyPI)"),
 )  # fmt: skip
 
 
@@ -98,6 +106,8 @@ def _targets_table(scenarios: list[Scenario]) -> str:
 
 def _run(plan: Plan, row: Row, progress: Progress) -> RowResult:
     result = run_row(plan, row, progress)
+    if result.skipped:
+        return result
     verdict = "OK" if result.ok else "FAIL: " + "; ".join(result.problems)
     progress(f"{row.label}: p50 {result.p50_ms:.1f} ms, p99 {result.p99_ms:.1f} ms; {result.outputs:,} outputs {verdict}")
     return result
@@ -175,8 +185,14 @@ def _table(results: list[RowResult]) -> str:
     lines = [head, "-" * len(head)]
     for r in results:
         figures = f"{_n(r.events_per_s, 0):>9} {_n(r.ratio_to_raw, 3):>6} {_n(r.wall_s, 1):>7} {_n(r.startup_s, 1):>9} {_n(r.p50_ms, 1):>7} {_n(r.p99_ms, 1):>7}"
-        lines.append(f"{r.label:32} {figures}  {'OK' if r.ok else 'FAIL'}")
+        lines.append(f"{r.label:32} {figures}  {_verdict(r)}")
     return "\n".join(lines)
+
+
+def _verdict(result: RowResult) -> str:
+    if result.skipped:
+        return f"skipped: {result.skipped}"
+    return "OK" if result.ok else "FAIL"
 
 
 def _n(value: float, digits: int) -> str:

@@ -46,10 +46,11 @@ EMBEDDED_SESSION_TIMEOUT_MS = 4000
 """Group session timeout on the embedded broker. Tansu completes a group join only after
 half of it, rounded up to whole seconds, even for a lone member (2 s → 1 s, 3 s → 2 s,
 4 s → 2 s, 6 s → 3 s, 20 s → 10 s; librdkafka's default 45 s → 23 s, faust's 60 s → ~32 s):
-every worker's cold start waits that long. 4 s is the shortest with a 2 s join; a member
-whose heartbeats stop for this long (a crash, or a machine too loaded to run its thread)
-is dropped and its partitions go to the others. (A faust bench row once stalled for 60 s at
-3.5 s; on a machine at load 10+ the same stall came with 6 s too, and no heartbeat failed.)"""
+every worker's cold start waits that long. 4 s is the longest with a 2 s join (the most
+slack for late heartbeats at that cost); a member whose heartbeats stop for this long (a
+crash, or a machine too loaded to run its thread) is dropped and its partitions go to the
+others. (A faust bench row once stalled for 60 s at 3.5 s; on a machine at load 10+ the
+same stall came with 6 s too, and no heartbeat failed.)"""
 EMBEDDED_HEARTBEAT_MS = 1000
 """Below a third of the session timeout, so one late heartbeat does not drop a member."""
 

@@ -9,8 +9,10 @@ Then the flow-control scenarios (bench/scenarios.py) and every target of the
 dispatch issue, met or missed, in the same file.
 
 Environment: BENCH_EVENTS (200000), BENCH_LATENCY_EVENTS (5000), BENCH_BUCKET_S (60),
-BENCH_SOAK_EVENTS (1000000), BENCH_SCENARIOS=0 to skip the scenarios, and
-KAFKA_BOOTSTRAP_SERVERS to use a running cluster instead of an embedded broker.
+BENCH_SOAK_EVENTS (1000000), BENCH_SCENARIOS=0 to skip the scenarios, BENCH_ONLY to
+measure only some targets (comma-separated names: speed and cold_start run the rows;
+fan_out, in_flight, bucket, soak), and KAFKA_BOOTSTRAP_SERVERS to use a running cluster
+instead of an embedded broker.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict
 from datetime import datetime, UTC
@@ -37,7 +39,7 @@ from typing import Any
 import confluent_kafka
 
 from bench.measure import REPO, Plan, Progress, Row, RowResult, run_row
-from bench.scenarios import Scenario, run_scenarios
+from bench.scenarios import SCENARIOS, Scenario, run_scenarios
 from bench.workload import AGENT, INPUT_TOPIC, KEYS, TOPOLOGY, input_records
 from streams.broker import BrokerProfile, EmbeddedBroker, detect_profile
 from streams.settings import load_settings
@@ -60,11 +62,15 @@ ROWS = (
         f"StreamingDataFrame.apply(stateful) → RocksDB state with changelog → to_topic; {QUIX_PIN}, its own venv",
         unavailable=None if QUIX_STAMP.exists() else f"no {QUIX_STAMP.parent.relative_to(REPO)}: `make bench` builds it (needs PyPI)"),
 )  # fmt: skip
+ROW_TARGETS = ("speed", "cold_start")
+"""The targets read off the throughput rows (bench/scenarios.py measures the others)."""
 
 
 def main() -> int:
     events = _env_int("BENCH_EVENTS", 200_000)
     latency_events = _env_int("BENCH_LATENCY_EVENTS", 5_000)
+    only = selected_targets(os.environ)
+    rows = ROWS if only & set(ROW_TARGETS) else ()
     started = time.monotonic()
     progress = _progress(started)
     try:
@@ -73,20 +79,30 @@ def main() -> int:
             work_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="kappa-bench-")))
             profile = _broker(stack, work_dir)
             progress(f"broker {profile.bootstrap} ({'embedded Tansu' if profile.embedded else 'Kafka'}); encoding {events:,} events")
-            plan = Plan(profile, uuid.uuid4().hex[:8], work_dir, events, latency_events, input_records(range(events)))
-            results = [_run(plan, row, progress) for row in ROWS]
-            scenarios = run_scenarios(plan, progress) if os.environ.get("BENCH_SCENARIOS") != "0" else []
+            plan = Plan(profile, uuid.uuid4().hex[:8], work_dir, events, latency_events, input_records(range(events if rows else 0)))
+            results = [_run(plan, row, progress) for row in rows]
+            scenarios = run_scenarios(plan, progress, only)
     except KeyboardInterrupt:
         print("interrupted: workers and broker stopped", file=sys.stderr)
         return 130
-    _set_ratios(results)
-    scenarios = [*_row_targets(results), *scenarios]
+    if results:
+        _set_ratios(results)
+        scenarios = [*_row_targets(results), *scenarios]
     report = _report(plan, results, scenarios, time.monotonic() - started)
     RESULTS.write_text(json.dumps(report, indent=2) + "\n")
     print(_table(results))
     print(_targets_table(scenarios))
     print(f"{events:,} backlog events per row, then at least {latency_events:,} paced at half its rate; run took {report['run_s']:.0f} s; wrote {RESULTS}")
     return 0 if all(result.ok for result in results) and not any(s.problems for s in scenarios) else 1
+
+
+def selected_targets(env: Mapping[str, str]) -> set[str]:
+    """The targets this run measures: those BENCH_ONLY names (all by default), less the scenarios if BENCH_SCENARIOS=0."""
+    known = (*ROW_TARGETS, *SCENARIOS)
+    only = {name.strip() for name in (env.get("BENCH_ONLY") or ",".join(known)).split(",") if name.strip()}
+    if unknown := only - set(known):
+        raise SystemExit(f"BENCH_ONLY names unknown target(s) {', '.join(sorted(unknown))}; known: {', '.join(known)}")
+    return only - set(SCENARIOS) if env.get("BENCH_SCENARIOS") == "0" else only
 
 
 def _row_targets(results: list[RowResult]) -> list[Scenario]:

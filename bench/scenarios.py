@@ -13,7 +13,7 @@ import os
 import statistics
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,15 +52,13 @@ class Scenario:
     problems: list[str] = field(default_factory=list)
 
 
-def run_scenarios(plan: Plan, progress: Progress) -> list[Scenario]:
-    runs: list[tuple[str, str, str, Callable[[Plan, Scenario, Progress], None]]] = [
-        ("fan_out", "(b) 5-way fan-out, 3 s model latency", "completes in <= 3.3 s", fan_out),
-        ("in_flight", f"(c) {IN_FLIGHT} model calls in flight", "< 5% of a core beyond the idle worker", in_flight),
-        ("bucket", f"(d) {BUCKET_RATE:,} tokens/s bucket under 10x overload", "1,000 +/- 5% tokens/s, RSS flat, backlog grows", bucket),
-        ("soak", "(f) soak", "RSS at the end within 10% of RSS after 100k events", soak),
-    ]
+
+def run_scenarios(plan: Plan, progress: Progress, only: Collection[str]) -> list[Scenario]:
+    """The scenarios named in ``only``, in their usual order."""
     results = []
-    for name, label, target, run in runs:
+    for name, label, target, run in _RUNS:
+        if name not in only:
+            continue
         scenario = Scenario(name, label, target)
         try:
             run(plan, scenario, progress)
@@ -157,6 +155,15 @@ def soak(plan: Plan, scenario: Scenario, progress: Progress) -> None:
     span_s = (reader.arrivals[-1].created_ms - reader.arrivals[0].created_ms) / 1000
     scenario.figures |= {"rss_mb_at_end": round(rss_end, 1), "events_per_s": round(events / max(span_s, 1e-3))}
     scenario.ok = rss_end <= rss_early * 1.10
+
+
+_RUNS: tuple[tuple[str, str, str, Callable[[Plan, Scenario, Progress], None]], ...] = (
+    ("fan_out", "(b) 5-way fan-out, 3 s model latency", "completes in <= 3.3 s", fan_out),
+    ("in_flight", f"(c) {IN_FLIGHT} model calls in flight", "< 5% of a core beyond the idle worker", in_flight),
+    ("bucket", f"(d) {BUCKET_RATE:,} tokens/s bucket under 10x overload", "1,000 +/- 5% tokens/s, RSS flat, backlog grows", bucket),
+    ("soak", "(f) soak", "RSS at the end within 10% of RSS after 100k events", soak),
+)
+SCENARIOS = tuple(name for name, *_ in _RUNS)
 
 
 def _topology(plan: Plan, path: Path, name: str) -> Topology:

@@ -43,6 +43,17 @@ STOP_GRACE = 2.0
 """Tansu waits up to 5 s for clients to disconnect after SIGTERM; acknowledged writes are
 already stored, so we SIGKILL sooner rather than hold up every stop."""
 _LOG_TAIL_LINES = 20
+EMBEDDED_SESSION_TIMEOUT_MS = 4000
+"""Group session timeout on the embedded broker. Tansu completes a group join only after
+half of it, rounded up to whole seconds, even for a lone member (2 s → 1 s, 3 s → 2 s,
+4 s → 2 s, 6 s → 3 s, 20 s → 10 s; librdkafka's default 45 s → 23 s, faust's 60 s → ~32 s):
+every worker's cold start waits that long. 4 s is the longest with a 2 s join (the most
+slack for late heartbeats at that cost); a member whose heartbeats stop for this long (a
+crash, or a machine too loaded to run its thread) is dropped and its partitions go to the
+others. (A faust bench row once stalled for 60 s at 3.5 s; on a machine at load 10+ the
+same stall came with 6 s too, and no heartbeat failed.)"""
+EMBEDDED_HEARTBEAT_MS = 1000
+"""Below a third of the session timeout, so one late heartbeat does not drop a member."""
 
 _log = logging.getLogger(__name__)
 
@@ -98,9 +109,7 @@ class BrokerProfile:
             "auto.offset.reset": "earliest",
         }
         if self.embedded:
-            # Tansu completes a group join only after half of session.timeout.ms,
-            # even for a lone member (librdkafka's 45 s default: a 23 s wait).
-            config |= {"session.timeout.ms": 6000, "heartbeat.interval.ms": 2000}
+            config |= {"session.timeout.ms": EMBEDDED_SESSION_TIMEOUT_MS, "heartbeat.interval.ms": EMBEDDED_HEARTBEAT_MS}
         return config
 
     def producer_config(self) -> dict[str, Any]:
@@ -134,11 +143,8 @@ class BrokerProfile:
                 # Tansu's reported end (last batch base + 1) is the real end and
                 # table recovery neither raises ConsistencyError nor replays too little.
                 "producer_max_batch_size": 1,
-                # Joins wait half the session timeout: faust's 60 s default → ~32 s start.
-                # Tried 3.5 s (a ~1 s faster cold start): a bench run's faust worker on a
-                # loaded 2-core machine then stalled for 60 s; cause not isolated, kept 6 s.
-                "broker_session_timeout": 6.0,
-                "broker_heartbeat_interval": 2.0,
+                "broker_session_timeout": EMBEDDED_SESSION_TIMEOUT_MS / 1000,
+                "broker_heartbeat_interval": EMBEDDED_HEARTBEAT_MS / 1000,
             }
         return settings
 

@@ -33,6 +33,12 @@ from streams.types import JsonObject
 
 SEND_CHUNK = 100
 """Events ``send`` publishes between two looks at the consumers' lag."""
+READ_FETCH_WAIT_MS = 10
+"""How long ``read_to_end``'s fetches may wait for records. The embedded broker holds a
+fetch for half its wait even when the partition end is already reached, so librdkafka's
+500 ms made reading an empty topic take 0.6-1.2 s (a worker's start reads one)."""
+READ_POLL_S = 0.02
+"""``read_to_end``'s consume() timeout: consume waits this long unless 1,000 records came."""
 
 
 @dataclass(frozen=True)
@@ -127,7 +133,11 @@ def _read(consumer: Consumer, idle_s: float, limit: int | None) -> Iterator[Json
 
 def read_to_end(profile: BrokerProfile, physical_topic: str, only: int | None = None) -> list[Incoming]:
     """Every record of a topic (or of its partition ``only``), read to the real ends (not the reported ones)."""
-    config = {**profile.consumer_config(f"kappa-reader-{uuid.uuid4().hex[:8]}"), "enable.partition.eof": True}
+    config = {
+        **profile.consumer_config(f"kappa-reader-{uuid.uuid4().hex[:8]}"),
+        "enable.partition.eof": True,
+        "fetch.wait.max.ms": READ_FETCH_WAIT_MS,
+    }
     consumer = Consumer(config)
     try:
         partitions = [tp for tp in _all_partitions(consumer, physical_topic) if only in (None, tp.partition)]
@@ -140,7 +150,7 @@ def read_to_end(profile: BrokerProfile, physical_topic: str, only: int | None = 
 def _until_eof(consumer: Consumer, partitions: set[int]) -> list[Incoming]:
     records: list[Incoming] = []
     while partitions:
-        for message in consumer.consume(1000, timeout=0.2):
+        for message in consumer.consume(1000, timeout=READ_POLL_S):
             error = message.error()
             if error is not None and error.code() == KafkaError._PARTITION_EOF:
                 partitions.discard(message.partition())

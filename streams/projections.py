@@ -36,7 +36,7 @@ from streams.replay import ToEarliest, reset_offsets
 from streams.settings import Settings
 from streams.topology import ACTIONS_TOPIC, PROJECTIONS, Topology
 from streams.views import add_views
-from streams.wiring import changelog_topic, incoming_of
+from streams.wiring import TablesWiredFirst, changelog_topic, incoming_of
 from streams.worker import require_existing
 
 TASKS = "tasks"
@@ -71,6 +71,7 @@ def build_projection_app(topology: Topology, settings: Settings, profile: Broker
         web_host=settings.query_host,
         web_port=settings.query_port,
         autodiscover=False,
+        TableManager=TablesWiredFirst,
     )
     tasks = app.Table(TASKS, default=None, partitions=actions.partitions, help="task lifecycle views, by task id")
     agents = app.Table(AGENTS, default=None, partitions=actions.partitions, help="per-agent activity, by agent@partition")

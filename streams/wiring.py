@@ -21,6 +21,7 @@ from typing import Any
 
 import faust
 from faust.streams import _current_event, current_event
+from faust.tables import TableManager
 from faust.types import EventT, TableT
 from mode.supervisors import CrashingSupervisor
 
@@ -77,6 +78,21 @@ class _Worker(faust.Worker):
         self.app.consumer._thread._consumer._fetcher._fetch_max_wait_ms = FETCH_MAX_WAIT_MS  # type: ignore[attr-defined]
 
 
+class TablesWiredFirst(TableManager):
+    """faust's table manager without its fixed 1 s pause before it registers the tables.
+
+    faust pauses so that tables an agent creates while starting still get registered
+    (a table added later raises "Too late to add tables"). Our apps create every table
+    while wiring, before the app starts, so there is nothing to wait for: the pause was
+    a second of every worker's cold start.
+    """
+
+    async def on_start(self) -> None:
+        if not self.should_stop:
+            await self._update_channels()
+            await self.recovery.start()
+
+
 @dataclass(frozen=True)
 class AgentApp:
     """A wired agent: the faust app to run and the tables it owns."""
@@ -105,6 +121,7 @@ def build_agent_app(
         web_enabled=False,
         autodiscover=False,
         Worker=_Worker,
+        TableManager=TablesWiredFirst,
     )
     tables = {name: _table(app, name, topology, spec) for name in spec.tables}
     effects_table = _table(app, EFFECTS_TABLE, topology, spec)

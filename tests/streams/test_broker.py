@@ -155,8 +155,8 @@ def test_workarounds_apply_to_the_embedded_broker_only() -> None:
     embedded, kafka = BrokerProfile("h:1", embedded=True), BrokerProfile("h:1", embedded=False)
 
     assert embedded.faust_settings()["producer_max_batch_size"] == 1
-    assert embedded.faust_settings()["broker_session_timeout"] == 6.0
-    assert embedded.consumer_config("g")["session.timeout.ms"] == 6000
+    assert embedded.faust_settings()["broker_session_timeout"] == 4.0
+    assert embedded.consumer_config("g")["session.timeout.ms"] == 4000
     assert kafka.faust_settings() == {"broker": "kafka://h:1", "processing_guarantee": "at_least_once"}
     assert "session.timeout.ms" not in kafka.consumer_config("g")
     assert (embedded.lag_is_exact, kafka.lag_is_exact) == (False, True)
@@ -257,8 +257,8 @@ def test_faust_takes_every_setting_of_the_profile() -> None:
     assert {name: getattr(app.conf, name) for name in settings if name != "broker"} == {
         "processing_guarantee": ProcessingGuarantee.AT_LEAST_ONCE,
         "producer_max_batch_size": 1,
-        "broker_session_timeout": 6.0,
-        "broker_heartbeat_interval": 2.0,
+        "broker_session_timeout": 4.0,
+        "broker_heartbeat_interval": 1.0,
     }
     assert [str(url) for url in app.conf.broker] == ["kafka://127.0.0.1:9"]
 

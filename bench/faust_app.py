@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import faust
 
 from bench.work import encoded_answer
 from bench.workload import INPUT_TOPIC, OUTPUT_TOPIC, WorkerEnv
@@ -19,9 +18,8 @@ SOURCE = "bench-faust"
 
 env = WorkerEnv.load()
 partitions = env.topology.topics[INPUT_TOPIC].partitions
-app = faust.App(
+app = env.profile.faust_app(
     env.group,
-    **env.profile.faust_settings(),
     store="rocksdb://",
     datadir=str(env.datadir()),
     consumer_auto_offset_reset="earliest",

@@ -11,6 +11,7 @@ tests/streams/test_broker.py), so no other module branches on the broker.
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import logging
 import os
@@ -24,10 +25,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, cast
 
-from confluent_kafka import KafkaException
+import faust
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
+from faust.transport.drivers import aiokafka as faust_aiokafka
+from faust.types import TP
 
 from streams.errors import BrokerError
 from streams.object_store import STORAGE_URL, ObjectStore
@@ -39,6 +43,8 @@ MEMORY_STORAGE = "memory://tansu/"
 READY_TIMEOUT = 20.0
 STORE_READY_TIMEOUT = 30.0
 """SeaweedFS is ready in 2-3 s on an idle machine, 5 s more when its volume server's first heartbeat is early."""
+END_READ_TIMEOUT = 30.0
+"""Longest reading partitions' last batches to their real ends may take."""
 STOP_GRACE = 2.0
 """Tansu waits up to 5 s for clients to disconnect after SIGTERM; acknowledged writes are
 already stored, so we SIGKILL sooner rather than hold up every stop."""
@@ -127,26 +133,40 @@ class BrokerProfile:
         # Idle connections closed by the broker are routine; librdkafka would log each one.
         return {"bootstrap.servers": self.bootstrap, "log.connection.close": False}
 
-    def faust_settings(self) -> dict[str, Any]:
-        """Keyword arguments for ``faust.App``.
+    def _faust_settings(self) -> dict[str, Any]:
+        """Keyword arguments for ``faust.App``; ``faust_app`` adds what a setting cannot say.
 
         At-least-once everywhere: aiokafka's idempotent producer fails on Tansu
         (InitProducerIdRequest → UnknownError), so faust's exactly_once cannot start.
+        A 5 ms linger lets faust's producer batch table changelog writes, as
+        ``producer_config`` does for librdkafka (faust's default 0 sends batches
+        of one record while the broker is idle).
         """
         settings: dict[str, Any] = {
             "broker": f"kafka://{self.bootstrap}",
             "processing_guarantee": "at_least_once",
+            "producer_linger": 0.005,
         }
         if self.embedded:
             settings |= {
-                # Max batch size in bytes: 1 makes every batch hold one record, so
-                # Tansu's reported end (last batch base + 1) is the real end and
-                # table recovery neither raises ConsistencyError nor replays too little.
-                "producer_max_batch_size": 1,
                 "broker_session_timeout": EMBEDDED_SESSION_TIMEOUT_MS / 1000,
                 "broker_heartbeat_interval": EMBEDDED_HEARTBEAT_MS / 1000,
             }
         return settings
+
+    def faust_app(self, app_id: str, **settings: Any) -> faust.App:
+        """A ``faust.App`` with the profile's settings (and ``settings``) whose table recovery sees real ends.
+
+        faust rebuilds a table from its changelog up to the partition's end offset.
+        Tansu reports that end as the last batch's base offset + 1, so recovery
+        stopped short or raised ConsistencyError once a changelog held a batch of
+        several records; on the embedded broker, faust's consumer asks ``real_ends``
+        instead. Pinned by tests/e2e/test_state_and_replay.py's rebuild after batched writes.
+        """
+        app = faust.App(app_id, **self._faust_settings(), **settings)
+        if self.embedded:
+            app.transport = _RealEndsTransport(app.conf.broker_consumer, app, profile=self)
+        return app
 
     def wait_until_ready(self, timeout: float = READY_TIMEOUT) -> None:
         """Return once the broker answers a metadata request; BrokerError after ``timeout`` s."""
@@ -170,6 +190,59 @@ def detect_profile(settings: Settings) -> BrokerProfile:
     if settings.bootstrap_servers is None:
         return BrokerProfile(bootstrap, embedded=True)
     return BrokerProfile(bootstrap, embedded=_cluster_id(bootstrap) == EMBEDDED_CLUSTER_ID)
+
+
+def real_ends(profile: BrokerProfile, reported: Mapping[tuple[str, int], int]) -> dict[tuple[str, int], int]:
+    """(topic, partition) → the offset after its last record, given the end offset the broker reported.
+
+    Tansu reports the base offset of a partition's last record batch + 1, but its
+    fetch responses carry the real end: read from that batch's base to
+    librdkafka's end-of-partition event, whose offset is the real end (all
+    partitions at once, by assignment, so no group is joined). Apache Kafka's
+    reported ends are already real. Pinned by ``test_real_ends_reads_past_the_reported_end``.
+    """
+    ends = {partition: end for partition, end in reported.items() if profile.lag_is_exact or end <= 0}
+    pending = {partition: end for partition, end in reported.items() if partition not in ends}
+    if not pending:
+        return ends
+    config = profile.consumer_config("kappa-end-reader") | {"enable.partition.eof": True, "fetch.wait.max.ms": 10}
+    reader = Consumer(config)
+    try:
+        reader.assign([TopicPartition(topic, number, end - 1) for (topic, number), end in pending.items()])
+        deadline = time.monotonic() + END_READ_TIMEOUT
+        while pending:
+            if time.monotonic() > deadline:
+                raise BrokerError(f"reading {sorted(pending)} to their ends took over {END_READ_TIMEOUT:.0f} s")
+            for message in reader.consume(num_messages=1000, timeout=0.05):
+                error = message.error()
+                if error is None:
+                    continue  # a record of a last batch
+                if error.code() != KafkaError._PARTITION_EOF:
+                    raise BrokerError(f"cannot read {message.topic()} partition {message.partition()}: {error.str()}")
+                partition, end = (str(message.topic()), message.partition() or 0), message.offset() or 0
+                if pending.pop(partition, None) is not None:
+                    ends[partition] = end
+    finally:
+        reader.close()
+    return ends
+
+
+class _RealEndsConsumer(faust_aiokafka.Consumer):
+    """faust's aiokafka consumer, answering table recovery's end offsets with ``real_ends``."""
+
+    async def highwaters(self, *partitions: TP) -> Mapping[TP, int]:
+        reported = await super().highwaters(*partitions)
+        profile = cast(_RealEndsTransport, self.transport).profile
+        ends = await asyncio.to_thread(real_ends, profile, {(tp.topic, tp.partition): end for tp, end in reported.items()})
+        return {tp: ends[(tp.topic, tp.partition)] for tp in reported}
+
+
+class _RealEndsTransport(faust_aiokafka.Transport):
+    Consumer = _RealEndsConsumer
+
+    def __init__(self, *args: Any, profile: BrokerProfile, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.profile = profile
 
 
 def _cluster_id(bootstrap: str) -> str:

@@ -1,8 +1,8 @@
 """An asyncio face on librdkafka's producer, for everything the agents publish.
 
 Outputs and dead letters go through librdkafka rather than faust's producer:
-it batches on its own thread (faust's must send one record per batch on the
-embedded broker, see ``streams.broker``), and ``send`` resolves only once the
+it batches on its own thread (faust's aiokafka producer runs on the event loop
+the handlers need), and ``send`` resolves only once the
 broker acknowledged the record, which is what lets the runtime ack an input
 event after, and only after, everything it caused is durable.
 """

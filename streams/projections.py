@@ -58,9 +58,8 @@ def build_projection_app(topology: Topology, settings: Settings, profile: Broker
     """Wire the projections: one stream over the action log, two tables, the query views."""
     actions = ActionLog.of(topology)
     settings.tables_dir.mkdir(parents=True, exist_ok=True)
-    app = faust.App(
+    app = profile.faust_app(
         topology.group_id(PROJECTIONS),
-        **profile.faust_settings(),
         store="rocksdb://",
         datadir=str(projection_dir(topology, settings)),
         topic_partitions=actions.partitions,

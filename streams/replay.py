@@ -26,7 +26,7 @@ from confluent_kafka import (
 )
 from confluent_kafka.admin import AdminClient, OffsetSpec
 
-from streams.broker import BrokerProfile
+from streams.broker import BrokerProfile, real_ends
 from streams.admin import delete_topics, list_topics
 from streams.effects import horizon_record
 from streams.errors import BrokerError, ReplayError
@@ -204,12 +204,7 @@ class _Bounds:
 
     @cached_property
     def end(self) -> dict[Partition, int]:
-        reported = self._list(OffsetSpec.latest())
-        if self._profile.lag_is_exact:
-            return reported
-        # Tansu reports the base offset of the last batch + 1: the real end lies
-        # after that batch, so read from its base to the end of the partition.
-        return {p: self._read(p, end - 1, _never) if end > self.earliest[p] else end for p, end in reported.items()}
+        return real_ends(self._profile, self._list(OffsetSpec.latest()))
 
     @cached_property
     def _reader(self) -> Consumer:
@@ -267,10 +262,6 @@ def read_until(reader: Consumer, partition: Partition, stop: Callable[[Message],
             if stop(message):
                 return offset
     raise BrokerError(f"reading {partition[0]} partition {partition[1]} to its end took over {SCAN_TIMEOUT:.0f} s")
-
-
-def _never(message: Message) -> bool:
-    return False
 
 
 def _forget_group(admin: AdminClient, group_id: str) -> None:

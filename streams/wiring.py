@@ -108,9 +108,8 @@ def build_agent_app(
     """Wire one topology agent into a faust app, ready for ``app.main()`` or a Worker."""
     spec = topology.agents[agent]
     settings.tables_dir.mkdir(parents=True, exist_ok=True)  # faust needs the datadir's parent
-    app = faust.App(
+    app = profile.faust_app(
         topology.group_id(agent),
-        **profile.faust_settings(),
         store="rocksdb://",
         datadir=str(table_dir(topology, agent, settings)),
         topic_partitions=topology.input_partitions(agent),

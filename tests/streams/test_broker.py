@@ -18,7 +18,7 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic, OffsetSpec
 
-from streams.broker import BrokerProfile, EmbeddedBroker, detect_profile
+from streams.broker import BrokerProfile, EmbeddedBroker, detect_profile, real_ends
 from streams.errors import BrokerError, ConfigError
 from streams.object_store import ObjectStore
 from streams.settings import Settings, load_settings
@@ -154,10 +154,9 @@ def test_wait_until_ready_names_the_broker_that_never_answered() -> None:
 def test_workarounds_apply_to_the_embedded_broker_only() -> None:
     embedded, kafka = BrokerProfile("h:1", embedded=True), BrokerProfile("h:1", embedded=False)
 
-    assert embedded.faust_settings()["producer_max_batch_size"] == 1
-    assert embedded.faust_settings()["broker_session_timeout"] == 4.0
+    assert embedded.faust_app("probe").conf.broker_session_timeout == 4.0
+    assert kafka.faust_app("probe").conf.broker_session_timeout == 60.0
     assert embedded.consumer_config("g")["session.timeout.ms"] == 4000
-    assert kafka.faust_settings() == {"broker": "kafka://h:1", "processing_guarantee": "at_least_once"}
     assert "session.timeout.ms" not in kafka.consumer_config("g")
     assert (embedded.lag_is_exact, kafka.lag_is_exact) == (False, True)
     assert (embedded.producer_config()["enable.idempotence"], kafka.producer_config()["enable.idempotence"]) == (False, True)
@@ -169,7 +168,7 @@ def test_high_watermark_is_base_of_last_batch_on_embedded(broker: BrokerProfile,
     """Batches of 100, 50, 1 records: Kafka ends at 100, 150, 151; Tansu reports 1, 101, 151.
 
     If this fails on the embedded broker, Tansu reports real ends now: make
-    ``lag_is_exact`` true and drop ``producer_max_batch_size=1`` from the profile.
+    ``lag_is_exact`` true, and ``faust_app`` can leave faust's transport alone.
     """
     topic = f"{namespace}watermark"
     _create_topic(broker, topic)
@@ -197,6 +196,21 @@ def test_one_record_per_batch_gets_the_exact_end(broker: BrokerProfile, namespac
         reported.append(_reported_end(broker, topic))
 
     assert reported == [100, 150, 151]
+
+
+@pytest.mark.e2e
+def test_real_ends_reads_past_the_reported_end(broker: BrokerProfile, namespace: str) -> None:
+    """Batches of 100, 50, 7 records end at 157 however the broker reports it; an empty partition ends at 0."""
+    topic = f"{namespace}real-ends"
+    _create_topic(broker, topic, partitions=2)
+    producer = Producer(broker.producer_config())
+    for batch in (100, 50, 7):
+        for i in range(batch):
+            producer.produce(topic, value=b"%d" % i, partition=0)
+        producer.flush()
+    reported = {(topic, 0): _reported_end(broker, topic), (topic, 1): 0}
+
+    assert real_ends(broker, reported) == {(topic, 0): 157, (topic, 1): 0}
 
 
 @pytest.mark.e2e
@@ -248,19 +262,13 @@ def _answers_tcp(bootstrap: str) -> bool:
 
 def test_faust_takes_every_setting_of_the_profile() -> None:
     """faust ignores unknown keyword arguments silently; a misspelt workaround would vanish."""
-    import faust
     from faust.types.enums import ProcessingGuarantee
 
-    settings = BrokerProfile("127.0.0.1:9", embedded=True).faust_settings()
-    app = faust.App("kappa-profile-probe", **settings)
+    conf = BrokerProfile("127.0.0.1:9", embedded=True).faust_app("kappa-profile-probe").conf
 
-    assert {name: getattr(app.conf, name) for name in settings if name != "broker"} == {
-        "processing_guarantee": ProcessingGuarantee.AT_LEAST_ONCE,
-        "producer_max_batch_size": 1,
-        "broker_session_timeout": 4.0,
-        "broker_heartbeat_interval": 1.0,
-    }
-    assert [str(url) for url in app.conf.broker] == ["kafka://127.0.0.1:9"]
+    assert (conf.processing_guarantee, conf.producer_linger) == (ProcessingGuarantee.AT_LEAST_ONCE, 0.005)
+    assert (conf.broker_session_timeout, conf.broker_heartbeat_interval) == (4.0, 1.0)
+    assert [str(url) for url in conf.broker] == ["kafka://127.0.0.1:9"]
 
 
 @pytest.mark.e2e

@@ -26,6 +26,7 @@ from faust.types import EventT, TableT
 from mode.supervisors import CrashingSupervisor
 
 from streams.broker import BrokerProfile
+from streams.diagnostics import install_task_dump
 from streams.dispatch import Finish, KeyedDispatcher
 from streams.edge import read_to_end
 from streams.effects import TABLE as EFFECTS_TABLE
@@ -63,7 +64,7 @@ embedded broker holds a fetch for half its wait, records or not (bench fan-out: 
 
 
 class _Worker(faust.Worker):
-    """faust's worker without its startup spinner, fetching with a short wait.
+    """faust's worker without its startup spinner, fetching with a short wait, dumping its tasks on SIGUSR1.
 
     At ``-l warn`` or above the spinner sets the root logger to DEBUG for good,
     so every ``log.debug`` in aiokafka builds a record: 6% of the dispatch's CPU.
@@ -75,6 +76,7 @@ class _Worker(faust.Worker):
 
     async def on_startup_finished(self) -> None:
         await super().on_startup_finished()
+        install_task_dump(asyncio.get_running_loop())
         self.app.consumer._thread._consumer._fetcher._fetch_max_wait_ms = FETCH_MAX_WAIT_MS  # type: ignore[attr-defined]
 
 

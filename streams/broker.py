@@ -28,7 +28,7 @@ from types import TracebackType
 from typing import Any, cast
 
 import faust
-from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 from confluent_kafka.admin import AdminClient
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
@@ -43,8 +43,8 @@ MEMORY_STORAGE = "memory://tansu/"
 READY_TIMEOUT = 20.0
 STORE_READY_TIMEOUT = 30.0
 """SeaweedFS is ready in 2-3 s on an idle machine, 5 s more when its volume server's first heartbeat is early."""
-END_READ_TIMEOUT = 30.0
-"""Longest reading partitions' last batches to their real ends may take."""
+SCAN_TIMEOUT = 30.0
+"""Longest reading one partition to a record or its real end may take."""
 STOP_GRACE = 2.0
 """Tansu waits up to 5 s for clients to disconnect after SIGTERM; acknowledged writes are
 already stored, so we SIGKILL sooner rather than hold up every stop."""
@@ -197,34 +197,46 @@ def real_ends(profile: BrokerProfile, reported: Mapping[tuple[str, int], int]) -
 
     Tansu reports the base offset of a partition's last record batch + 1, but its
     fetch responses carry the real end: read from that batch's base to
-    librdkafka's end-of-partition event, whose offset is the real end (all
-    partitions at once, by assignment, so no group is joined). Apache Kafka's
-    reported ends are already real. Pinned by ``test_real_ends_reads_past_the_reported_end``.
+    librdkafka's end-of-partition event (``read_until``), whose offset is the
+    real end. Apache Kafka's reported ends are already real. Pinned by
+    ``test_real_ends_reads_past_the_reported_end``.
     """
     ends = {partition: end for partition, end in reported.items() if profile.lag_is_exact or end <= 0}
-    pending = {partition: end for partition, end in reported.items() if partition not in ends}
+    pending = [(partition, end) for partition, end in reported.items() if partition not in ends]
     if not pending:
         return ends
-    config = profile.consumer_config("kappa-end-reader") | {"enable.partition.eof": True, "fetch.wait.max.ms": 10}
-    reader = Consumer(config)
+    # Assigned, never joining a group; a short fetch wait brings each end-of-partition event quickly.
+    reader = Consumer(profile.consumer_config("kappa-end-reader") | {"enable.partition.eof": True, "fetch.wait.max.ms": 10})
     try:
-        reader.assign([TopicPartition(topic, number, end - 1) for (topic, number), end in pending.items()])
-        deadline = time.monotonic() + END_READ_TIMEOUT
-        while pending:
-            if time.monotonic() > deadline:
-                raise BrokerError(f"reading {sorted(pending)} to their ends took over {END_READ_TIMEOUT:.0f} s")
-            for message in reader.consume(num_messages=1000, timeout=0.05):
-                error = message.error()
-                if error is None:
-                    continue  # a record of a last batch
-                if error.code() != KafkaError._PARTITION_EOF:
-                    raise BrokerError(f"cannot read {message.topic()} partition {message.partition()}: {error.str()}")
-                partition, end = (str(message.topic()), message.partition() or 0), message.offset() or 0
-                if pending.pop(partition, None) is not None:
-                    ends[partition] = end
+        for (topic, number), end in pending:
+            reader.assign([TopicPartition(topic, number, end - 1)])
+            ends[topic, number] = read_until(reader, (topic, number), lambda message: False)
     finally:
         reader.close()
     return ends
+
+
+def read_until(reader: Consumer, partition: tuple[str, int], stop: Callable[[Message], bool]) -> int:
+    """Read the partition ``reader`` is assigned to until ``stop`` accepts a record (its offset) or the real end.
+
+    The end is librdkafka's end-of-partition event, never a reported end offset
+    (wrong on Tansu); ``reader`` needs ``enable.partition.eof``.
+    """
+    deadline = time.monotonic() + SCAN_TIMEOUT
+    while time.monotonic() < deadline:
+        for message in reader.consume(num_messages=1000, timeout=0.05):
+            if (message.topic(), message.partition()) != partition:
+                continue  # left over from the previous assignment
+            error = message.error()
+            offset = message.offset()
+            assert offset is not None, "records and end-of-partition events carry an offset"
+            if error is not None and error.code() == KafkaError._PARTITION_EOF:
+                return offset
+            if error is not None:
+                raise BrokerError(f"cannot read {partition[0]} partition {partition[1]}: {error.str()}")
+            if stop(message):
+                return offset
+    raise BrokerError(f"reading {partition[0]} partition {partition[1]} to its end took over {SCAN_TIMEOUT:.0f} s")
 
 
 class _RealEndsConsumer(faust_aiokafka.Consumer):

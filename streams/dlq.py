@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
 
 from streams.admin import list_topics
-from streams.broker import BrokerProfile
+from streams.broker import BrokerProfile, read_until
 from streams.edge import describe
 from streams.errors import KappaError
 from streams.failures import DLQ, fields, redrive_record
@@ -300,9 +300,6 @@ def read_states(profile: BrokerProfile, topology: Topology, agents: Sequence[str
 
 def read_log(profile: BrokerProfile, topic: str, partitions: int) -> list[Incoming]:
     """Every record of ``topic``, partition by partition, up to the real end (not the reported one)."""
-    # Imported here: streams.replay imports the wiring, which imports this module.
-    from streams.replay import read_until
-
     records: list[Incoming] = []
 
     def keep(message: Message) -> bool:

@@ -9,7 +9,6 @@ has workers, because they would overwrite the new offsets with their own.
 from __future__ import annotations
 
 import shutil
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -26,7 +25,7 @@ from confluent_kafka import (
 )
 from confluent_kafka.admin import AdminClient, OffsetSpec
 
-from streams.broker import BrokerProfile, real_ends
+from streams.broker import BrokerProfile, read_until, real_ends
 from streams.admin import delete_topics, list_topics
 from streams.effects import horizon_record
 from streams.errors import BrokerError, ReplayError
@@ -37,8 +36,6 @@ from streams.topology import Topology
 from streams.wiring import changelog_topics, table_dir
 
 REQUEST_TIMEOUT = 30.0
-SCAN_TIMEOUT = 30.0
-"""Longest a read to a partition's end may take before we give up."""
 
 Partition = tuple[str, int]
 
@@ -239,29 +236,6 @@ class _Bounds:
             return read_until(self._reader, partition, stop)
         finally:
             self._reader.unassign()
-
-
-def read_until(reader: Consumer, partition: Partition, stop: Callable[[Message], bool]) -> int:
-    """Read the partition ``reader`` is assigned to until ``stop`` accepts a record (its offset) or the real end.
-
-    The end is librdkafka's end-of-partition event, never a reported end offset
-    (wrong on Tansu); ``reader`` needs ``enable.partition.eof``.
-    """
-    deadline = time.monotonic() + SCAN_TIMEOUT
-    while time.monotonic() < deadline:
-        for message in reader.consume(num_messages=1000, timeout=0.05):
-            if (message.topic(), message.partition()) != partition:
-                continue  # left over from the previous assignment
-            error = message.error()
-            offset = message.offset()
-            assert offset is not None, "records and end-of-partition events carry an offset"
-            if error is not None and error.code() == KafkaError._PARTITION_EOF:
-                return offset
-            if error is not None:
-                raise BrokerError(f"cannot read {partition[0]} partition {partition[1]}: {error.str()}")
-            if stop(message):
-                return offset
-    raise BrokerError(f"reading {partition[0]} partition {partition[1]} to its end took over {SCAN_TIMEOUT:.0f} s")
 
 
 def _forget_group(admin: AdminClient, group_id: str) -> None:

@@ -70,7 +70,21 @@ class Intake:
             elif offset > expected and await self._missing(tp, expected, offset):
                 self._next[tp] = offset + 1
                 admitted.append(event)
+            else:
+                self._let_go(event)
         return admitted
+
+    def _let_go(self, event: EventT) -> None:
+        """Take a dropped record off faust's list of records in progress, without acking its offset.
+
+        faust's shutdown and rebalances wait until every record it delivered is
+        acked, so a dropped copy held a stopping worker forever. Acking it would
+        record its offset as handled, which only the copy that counts (handled
+        already, in flight, or coming again after the seek) may do.
+        """
+        message = event.message
+        message.acked = True
+        self._app.consumer._unacked_messages.discard(message)  # type: ignore[attr-defined]
 
     async def _rebalanced(self) -> None:
         """Wait out a rebalance; after one, start every partition again from its committed offset."""

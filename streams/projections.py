@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import shutil
-import sys
 from collections.abc import Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
@@ -37,7 +36,7 @@ from streams.settings import Settings
 from streams.topology import ACTIONS_TOPIC, PROJECTIONS, Topology
 from streams.views import add_views
 from streams.wiring import TablesWiredFirst, changelog_topic, incoming_of
-from streams.worker import require_existing
+from streams.worker import require_existing, run_faust_worker
 
 TASKS = "tasks"
 AGENTS = "agents"
@@ -121,8 +120,7 @@ def run_projections(topology: Topology, settings: Settings, profile: BrokerProfi
     require_existing(topology, PROJECTIONS, [ACTIONS_TOPIC, topology.dead_letter_topic(PROJECTIONS)], profile)
     wired = build_projection_app(topology, settings, profile)
     register(settings, topology.group_id(PROJECTIONS))
-    sys.argv = ["kappa-agents", "worker", *faust_args]
-    wired.app.main()
+    run_faust_worker(wired.app, faust_args)
 
 
 def rebuild_projections(topology: Topology, settings: Settings, profile: BrokerProfile) -> str:

@@ -8,11 +8,16 @@ stops them together.
 
 from __future__ import annotations
 
+import importlib.util
 import signal
 import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from typing import NoReturn
+
+import faust
+import mode.loop
 
 from streams.admin import list_topics
 from streams.broker import BrokerProfile
@@ -28,10 +33,22 @@ def run_agent(topology: Topology, agent: str, settings: Settings, profile: Broke
     require_topics(topology, agent, profile)
     wired = build_agent_app(topology, agent, settings, profile)
     register(settings, topology.group_id(agent))
-    # faust's own worker flags pass through; its web server stays off unless asked
-    # for (``--with-web``), so several agents' workers can share a host.
-    sys.argv = ["kappa-agents", "worker", "--without-web", *faust_args]
-    wired.app.main()
+    # faust's web server stays off unless asked for (``--with-web``), so several
+    # agents' workers can share a host.
+    run_faust_worker(wired.app, ["--without-web", *faust_args])
+
+
+def run_faust_worker(app: faust.App, faust_args: Sequence[str]) -> NoReturn:
+    """Hand this process to faust's worker command (its own flags pass through), on uvloop where installed.
+
+    The worker's event loop runs every record's callbacks; uvloop's costs
+    about 10% less CPU per record than asyncio's (make bench). faust-streaming
+    accepts ``--loop uvloop`` but no longer acts on it, so the policy is set here.
+    """
+    if importlib.util.find_spec("uvloop") is not None:  # not built for Windows
+        mode.loop.use("uvloop")
+    sys.argv = ["kappa-agents", "worker", *faust_args]
+    app.main()
 
 
 def require_topics(topology: Topology, agent: str, profile: BrokerProfile) -> None:

@@ -66,6 +66,21 @@ others. (A faust bench row once stalled for 60 s at 3.5 s; on a machine at load 
 same stall came with 6 s too, and no heartbeat failed.)"""
 EMBEDDED_HEARTBEAT_MS = 1000
 """Below a third of the session timeout, so one late heartbeat does not drop a member."""
+DELIVERY_TIMEOUT_S = 60
+"""How long a produced record may wait for the broker's acknowledgement before its send fails
+(librdkafka's ``message.timeout.ms``, faust's ``producer_request_timeout``; their defaults are 5 and
+20 minutes). A broker that stops answering must not stall a worker silently for that long: the failed
+send stops the agent, the worker exits non-zero with the error logged, and nothing it handled since
+is acked, so a supervisor's restart redelivers it."""
+EMBEDDED_LINGER_MS = 100
+"""Producer linger on the embedded broker: fewer, larger record batches. Tansu's cost to answer a fetch
+grows with the number of record batches stored in the partition, then falls off a cliff: a fetch of
+the last record of a partition holding 7,000 one-record batches took 7 ms, 10,000 took 0.9 s, 15,000
+found nothing in 30 s with Tansu at 100% of a core (the same on s3:// storage; 300,000 records in
+3,000 batches: 7 ms). A reader that tails such a partition stops for good at ~6,000 batches and keeps
+Tansu's CPU busy, which slows every produce (what stalled the 300k soaks: the bench's output reader
+stopped at 49k-84k outputs, ~2 records per batch at a 5 ms linger). Batching more only moves the
+cliff (records per batch x ~6,000 batches per partition); the limit is Tansu's, not ours."""
 
 _log = logging.getLogger(__name__)
 
@@ -133,7 +148,13 @@ class BrokerProfile:
         Retries may then duplicate a record, which at-least-once delivery and
         idempotent effects already allow for.
         """
-        return {**self._client_config(), "linger.ms": 5, "enable.idempotence": not self.embedded}
+        linger = EMBEDDED_LINGER_MS if self.embedded else 5
+        return {
+            **self._client_config(),
+            "linger.ms": linger,
+            "enable.idempotence": not self.embedded,
+            "message.timeout.ms": DELIVERY_TIMEOUT_S * 1000,
+        }
 
     def _client_config(self) -> dict[str, Any]:
         # Idle connections closed by the broker are routine; librdkafka would log each one.
@@ -152,6 +173,7 @@ class BrokerProfile:
             "broker": f"kafka://{self.bootstrap}",
             "processing_guarantee": "at_least_once",
             "producer_linger": 0.005,
+            "producer_request_timeout": DELIVERY_TIMEOUT_S,
         }
         if self.embedded:
             settings |= {

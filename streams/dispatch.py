@@ -68,6 +68,7 @@ class KeyedDispatcher(Generic[T]):
         self._partitions: dict[Hashable, _Partition[T]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._failure: BaseException | None = None
+        self._failed = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
         self._pending = 0
@@ -108,6 +109,16 @@ class KeyedDispatcher(Generic[T]):
         await self._idle.wait()
         self._raise_failure()
 
+    async def failed(self) -> None:
+        """Wait for the first unexpected handler error, then raise it (never returns otherwise).
+
+        ``submit`` raises it too, but only once more input arrives; a caller
+        waiting for input that never comes (a broker that stopped answering
+        fails the pending sends, and fetches nothing) learns of it here.
+        """
+        await self._failed.wait()
+        self._raise_failure()
+
     async def close(self) -> None:
         """Cancel unfinished work; its offsets stay unreleased, so it is redelivered."""
         for task in list(self._tasks):
@@ -130,6 +141,7 @@ class KeyedDispatcher(Generic[T]):
             raise
         except BaseException as exc:
             self._failure = exc
+            self._failed.set()
             self._space.release()  # a submit waiting for capacity must wake to see the failure
             self._idle.set()
         finally:

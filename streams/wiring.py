@@ -10,6 +10,9 @@ what is finished.
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
+import threading
 import time
 import weakref
 from collections.abc import Mapping
@@ -63,8 +66,19 @@ embedded broker holds a fetch for half its wait, records or not (bench fan-out: 
 3.58 s with 100 ms). Kafka answers as soon as records are there: a short wait costs idle polls."""
 
 
+CRASH_EXIT_S = 30.0
+"""How long a crashed worker may take to stop before its process exits anyway. faust stops every
+service first, and against a broker that stopped answering each stop waits out its own timeout
+(a worker whose sends timed out on a frozen broker still ran 90 s after its agent crashed).
+Exiting skips nothing that matters: offsets are committed only for work the broker acknowledged."""
+EXIT_FAILURE = 1
+
+log = logging.getLogger(__name__)
+
+
 class _Worker(faust.Worker):
-    """faust's worker without its startup spinner, fetching with a short wait, dumping its tasks on SIGUSR1.
+    """faust's worker without its startup spinner, fetching with a short wait, dumping its tasks on SIGUSR1,
+    and exiting non-zero at most ``CRASH_EXIT_S`` after a crash.
 
     At ``-l warn`` or above the spinner sets the root logger to DEBUG for good,
     so every ``log.debug`` in aiokafka builds a record: 6% of the dispatch's CPU.
@@ -73,11 +87,25 @@ class _Worker(faust.Worker):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.spinner = None
+        self._exit_timer: threading.Timer | None = None
+
+    def _crash(self, reason: BaseException) -> None:
+        super()._crash(reason)
+        if self._exit_timer is None:
+            self._exit_timer = threading.Timer(CRASH_EXIT_S, _exit_crashed, (reason,))
+            self._exit_timer.daemon = True
+            self._exit_timer.start()
 
     async def on_startup_finished(self) -> None:
         await super().on_startup_finished()
         install_task_dump(asyncio.get_running_loop())
         self.app.consumer._thread._consumer._fetcher._fetch_max_wait_ms = FETCH_MAX_WAIT_MS  # type: ignore[attr-defined]
+
+
+def _exit_crashed(reason: BaseException) -> None:
+    log.critical("crashed (%r) and still stopping after %.0f s: exiting", reason, CRASH_EXIT_S)
+    logging.shutdown()
+    os._exit(EXIT_FAILURE)
 
 
 class TablesWiredFirst(TableManager):
@@ -176,12 +204,37 @@ async def _feed(
     intake = Intake(stream.app)
     watch = asyncio.create_task(intake.watch())
     stack.callback(watch.cancel)
-    async for batch in stream.noack_take(FETCH_BATCH, within=FETCH_WITHIN_S):
-        for event in await intake.admit(batch):
-            message = event.message
-            if delayed:
-                await _until_due(message.headers)
-            await dispatcher.submit(message.tp, message.offset, message.key, event)
+    # A failed handler or send (a delivery timeout when the broker stopped answering) must stop the
+    # agent, and so the worker, even while no input arrives to submit: it interrupts the wait for input,
+    # and only that wait (the cleanup after it must run to its end).
+    failed = asyncio.create_task(dispatcher.failed())
+    stack.callback(failed.cancel)
+    feeding = asyncio.current_task()
+    assert feeding is not None, "faust runs each agent in a task"
+    interruptible = True
+
+    def interrupt(task: asyncio.Task[None]) -> None:
+        if task.cancelled():
+            return
+        task.exception()  # retrieved: the failure is raised below, or by submit
+        if interruptible:
+            feeding.cancel()
+
+    failed.add_done_callback(interrupt)
+    try:
+        async for batch in stream.noack_take(FETCH_BATCH, within=FETCH_WITHIN_S):
+            for event in await intake.admit(batch):
+                message = event.message
+                if delayed:
+                    await _until_due(message.headers)
+                await dispatcher.submit(message.tp, message.offset, message.key, event)
+    except asyncio.CancelledError:
+        if failed.done() and not failed.cancelled():
+            feeding.uncancel()  # our own cancel, handled here: later timeouts must not mistake it for a stop
+            failed.result()  # raises: the agent crashes with the failure instead of stopping quietly
+        raise
+    finally:
+        interruptible = False
 
 
 def _gate(topology: Topology, spec: AgentSpec, profile: BrokerProfile, producer: AsyncProducer) -> LagGate | None:

@@ -160,7 +160,15 @@ def test_workarounds_apply_to_the_embedded_broker_only() -> None:
     assert "session.timeout.ms" not in kafka.consumer_config("g")
     assert (embedded.lag_is_exact, kafka.lag_is_exact) == (False, True)
     assert (embedded.producer_config()["enable.idempotence"], kafka.producer_config()["enable.idempotence"]) == (False, True)
-    assert {**embedded.producer_config(), "enable.idempotence": True} == kafka.producer_config()
+    assert (embedded.producer_config()["linger.ms"], kafka.producer_config()["linger.ms"]) == (100, 5)
+    assert {**embedded.producer_config(), "enable.idempotence": True, "linger.ms": 5} == kafka.producer_config()
+
+
+def test_a_send_the_broker_never_acknowledges_fails_within_a_minute() -> None:
+    """librdkafka's and aiokafka's defaults (5 and 20 minutes) would stall a worker silently that long."""
+    for profile in (BrokerProfile("h:1", embedded=True), BrokerProfile("h:1", embedded=False)):
+        assert profile.producer_config()["message.timeout.ms"] == 60_000
+        assert profile.faust_app("probe").conf.producer_request_timeout == 60.0
 
 
 @pytest.mark.e2e

@@ -336,3 +336,19 @@ async def test_a_finish_holds_no_slot_but_comes_before_the_keys_next_item_and_th
     await dispatcher.drain()
     assert [item.offset for item in recorder.started] == [0, 1, 2]
     assert recorder.released_offsets(0) == [0, 1, 2]
+
+
+async def test_failed_raises_a_handler_failure_while_nothing_more_is_submitted() -> None:
+    """A caller waiting for input that never comes (a wedged broker) still learns of the failure."""
+    recorder = Recorder()
+    dispatcher = KeyedDispatcher(failing, recorder.release, concurrency=4)
+    failed = asyncio.create_task(dispatcher.failed())
+    await submit(dispatcher, Item(0, 0, "fine"))
+    await asyncio.sleep(0.01)
+    assert not failed.done()
+
+    await submit(dispatcher, Item(0, 1, "bug"))
+    with pytest.raises(RuntimeError) as caught:
+        await asyncio.wait_for(failed, 0.5)
+    assert isinstance(caught.value.__cause__, HandlerBug)
+    assert recorder.released_offsets(0) == [0]

@@ -34,7 +34,8 @@ async def test_a_refused_record_fails_the_send_with_broker_error(broker: BrokerP
     topic = _topic(broker, f"{namespace}refused")
     producer = AsyncProducer(broker.producer_config())
     try:
-        with pytest.raises(BrokerError, match=f"delivery to topic '{topic}' failed"):
+        # refused when produced or when delivered, depending on whether librdkafka has the topic's metadata yet
+        with pytest.raises(BrokerError, match=f"topic '{topic}'"):
             await producer.send([Record(topic, b"k", b"ok", []), Record(topic, b"k", b"lost", [], partition=7)])
         await producer.send([Record(topic, b"k", b"after", [])])  # the producer stays usable
     finally:

@@ -35,7 +35,12 @@ from streams.replay import ToEarliest, reset_offsets
 from streams.settings import Settings
 from streams.topology import ACTIONS_TOPIC, PROJECTIONS, Topology
 from streams.views import add_views
-from streams.wiring import TablesWiredFirst, changelog_topic, incoming_of
+from streams.wiring import (
+    TABLE_STORE_OPTIONS,
+    TablesWiredFirst,
+    changelog_topic,
+    incoming_of,
+)
 from streams.worker import require_existing, run_faust_worker
 
 TASKS = "tasks"
@@ -71,8 +76,9 @@ def build_projection_app(topology: Topology, settings: Settings, profile: Broker
         autodiscover=False,
         TableManager=TablesWiredFirst,
     )
-    tasks = app.Table(TASKS, default=None, partitions=actions.partitions, help="task lifecycle views, by task id")
-    agents = app.Table(AGENTS, default=None, partitions=actions.partitions, help="per-agent activity, by agent@partition")
+    partitions, options = actions.partitions, TABLE_STORE_OPTIONS
+    tasks = app.Table(TASKS, default=None, partitions=partitions, options=options, help="task lifecycle views, by task id")
+    agents = app.Table(AGENTS, default=None, partitions=partitions, options=options, help="per-agent activity, by agent@partition")
     dead_letters = topology.topic_name(topology.dead_letter_topic(PROJECTIONS))
 
     async def project(stream: faust.Stream[Any]) -> None:

@@ -51,6 +51,11 @@ from streams.settings import Settings
 from streams.topology import AgentSpec, Topology
 from streams.types import Model
 
+TABLE_STORE_OPTIONS = {"write_buffer_size": 1 << 20, "max_write_buffer_number": 2, "block_cache_size": 8 << 20}
+"""RocksDB sizes for every table, small because faust opens one database per table partition and
+agent state is small and hot. faust's defaults (3 write buffers of 64 MB, a 2 GB block cache, per
+database) let a worker's memory grow with every event written until they filled (bench soak: 137 MB
+after 100k events, 226 MB after 1M); with these, 134 MB after 100k, 136 MB after 400k."""
 FETCH_BATCH = 500
 """Records taken from faust's stream at once; the dispatcher's capacity bounds memory."""
 FETCH_WITHIN_S = 0.02
@@ -311,4 +316,5 @@ def _table(app: faust.App, name: str, topology: Topology, spec: AgentSpec) -> Ta
         default=None,
         partitions=topology.input_partitions(spec.name),
         help=f"owned by agent {spec.name}",
+        options=TABLE_STORE_OPTIONS,
     )

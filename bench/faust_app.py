@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+
 from bench.work import encoded_answer
 from bench.workload import INPUT_TOPIC, OUTPUT_TOPIC, WorkerEnv
 from streams.envelope import Origin, decode

@@ -24,16 +24,7 @@ from types import TracebackType
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
 
-from bench.workload import (
-    AGENT,
-    INPUT_TOPIC,
-    OUTPUT_TOPIC,
-    TOPOLOGY,
-    InputRecord,
-    expected_totals,
-    produce_backlog,
-    produce_paced,
-)
+from bench.workload import AGENT, INPUT_TOPIC, OUTPUT_TOPIC, TOPOLOGY, InputRecord, expected_totals, produce_backlog, produce_paced
 from streams.admin import apply_topics, topics_wanted
 from streams.broker import BrokerProfile
 from streams.envelope import Origin, decode

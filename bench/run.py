@@ -30,7 +30,7 @@ import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict
-from datetime import UTC, datetime
+from datetime import datetime, UTC
 from importlib.metadata import version
 from pathlib import Path
 from types import FrameType

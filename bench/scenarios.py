@@ -19,23 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.measure import (
-    REPO,
-    OutputReader,
-    Plan,
-    Progress,
-    Row,
-    RowFailed,
-    WorkerProcess,
-)
-from bench.workload import (
-    INPUT_TOPIC,
-    OUTPUT_TOPIC,
-    TOPOLOGY,
-    InputRecord,
-    input_records,
-    produce_backlog,
-)
+from bench.measure import REPO, OutputReader, Plan, Progress, Row, RowFailed, WorkerProcess
+from bench.workload import INPUT_TOPIC, OUTPUT_TOPIC, TOPOLOGY, InputRecord, input_records, produce_backlog
 from streams.admin import apply_topics, topics_wanted
 from streams.edge import read_to_end
 from streams.envelope import Origin, decode, encode, new_event

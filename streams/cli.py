@@ -31,7 +31,6 @@ from streams.timetravel import Cutoff, history_lines, load_story, show_lines, ta
 from streams.topology import PROJECTIONS, Topology, load_topology
 from streams.types import JsonObject
 
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args, extra = parser.parse_known_args(argv)
@@ -259,11 +258,7 @@ def _replay(args: argparse.Namespace, _: list[str]) -> int:
 
 
 def _sandbox(args: argparse.Namespace) -> int:
-    from streams.sandbox import (  # imports the runtime: only where needed
-        Window,
-        format_report,
-        run_sandbox,
-    )
+    from streams.sandbox import Window, format_report, run_sandbox  # imports the runtime: only where needed
 
     if not args.handler:
         raise KappaError("a sandbox replay needs --handler MODULE:FUNCTION, the new version to compare")
@@ -297,10 +292,7 @@ def _dlq_purge(args: argparse.Namespace, _: list[str]) -> int:
 
 
 def _example(args: argparse.Namespace, _: list[str]) -> int:
-    from streams.examples import (  # imports faust: only where needed
-        example_topology,
-        run_example,
-    )
+    from streams.examples import example_topology, run_example  # imports faust: only where needed
 
     settings = load_settings()
     topology = example_topology(args.name, settings.namespace)
@@ -337,9 +329,7 @@ def _print_task(task: JsonObject, *, as_json: bool) -> None:
 
 
 def _projections(args: argparse.Namespace, _: list[str]) -> int:
-    from streams.projections import (
-        rebuild_projections,  # imports faust: only where needed
-    )
+    from streams.projections import rebuild_projections  # imports faust: only where needed
 
     rt = _runtime(args)
     print(rebuild_projections(rt.topology, rt.settings, rt.profile))

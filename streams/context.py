@@ -13,8 +13,8 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMappi
 from typing import Any
 
 from streams.catalog import EventCatalog
-from streams.effects import EffectScope
 from streams.envelope import Event
+from streams.effects import EffectScope
 from streams.errors import EmitError, KappaError
 from streams.human import Conversation
 from streams.topology import AgentSpec

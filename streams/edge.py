@@ -15,34 +15,21 @@ import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 
-from confluent_kafka import (
-    OFFSET_BEGINNING,
-    Consumer,
-    KafkaError,
-    KafkaException,
-    TopicPartition,
-)
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
 from streams.actions import default_codec
 from streams.broker import BrokerProfile
 from streams.catalog import EventCatalog
-from streams.envelope import (
-    Event,
-    Origin,
-    decode,
-    encode,
-    encode_json,
-    json_object,
-    new_event,
-)
-from streams.errors import BrokerError, EnvelopeError
 from streams.failures import DLQ, RETRY, fields
+from streams.envelope import Event, Origin, decode, encode, encode_json, json_object, new_event
+from streams.errors import BrokerError, EnvelopeError
 from streams.lag import LagGate, consumer_groups
 from streams.producer import AsyncProducer, publish
 from streams.records import Incoming, Record, from_confluent
 from streams.topology import Topology
 from streams.tracing import new_trace_headers
 from streams.types import JsonObject
+
 
 SEND_CHUNK = 100
 """Events ``send`` publishes between two looks at the consumers' lag."""

@@ -21,13 +21,7 @@ import aiohttp
 import orjson
 from opentelemetry import trace
 
-from streams.errors import (
-    ConfigError,
-    ContextWindowExceeded,
-    KappaError,
-    ModelError,
-    RateLimited,
-)
+from streams.errors import ConfigError, ContextWindowExceeded, KappaError, ModelError, RateLimited
 from streams.types import ChatMessage, Completion, JsonObject, Model
 
 CHARS_PER_TOKEN = 4

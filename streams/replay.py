@@ -25,8 +25,8 @@ from confluent_kafka import (
 )
 from confluent_kafka.admin import AdminClient, OffsetSpec
 
-from streams.admin import delete_topics, list_topics
 from streams.broker import BrokerProfile, read_until, real_ends
+from streams.admin import delete_topics, list_topics
 from streams.effects import horizon_record
 from streams.errors import BrokerError, ReplayError
 from streams.liveness import running_workers

@@ -17,12 +17,7 @@ from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import replace
 from typing import Any
 
-from streams.actions import (
-    ActionLog,
-    HandlerActions,
-    RecordedEffectScope,
-    RecordingModel,
-)
+from streams.actions import ActionLog, HandlerActions, RecordedEffectScope, RecordingModel
 from streams.catalog import EventCatalog
 from streams.context import AgentContext, run_handler
 from streams.dispatch import Finish
@@ -30,15 +25,7 @@ from streams.effects import SideEffects
 from streams.envelope import Event, decode, encode
 from streams.errors import CircularDelegation, EnvelopeError
 from streams.failures import Delivery, Failure, dead_letter_record, retry_record
-from streams.human import (
-    ANSWER_TYPE,
-    TIMEOUT_TYPE,
-    Conversation,
-    InputRequired,
-    Parked,
-    Parking,
-    answer_problem,
-)
+from streams.human import ANSWER_TYPE, TIMEOUT_TYPE, Conversation, InputRequired, Parked, Parking, answer_problem
 from streams.lag import LagGate
 from streams.producer import AsyncProducer
 from streams.records import Headers, Incoming, Record

@@ -19,14 +19,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections import Counter
-from collections.abc import (
-    Awaitable,
-    Callable,
-    Iterable,
-    Mapping,
-    MutableMapping,
-    Sequence,
-)
+from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping, Sequence
 from contextlib import AsyncExitStack, ExitStack
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -52,8 +45,8 @@ from streams.producer import AsyncProducer
 from streams.records import Incoming
 from streams.runner import AgentRunner
 from streams.settings import Settings
-from streams.timetravel import read_log
 from streams.topology import ACTIONS_TOPIC, Topology, import_handler
+from streams.timetravel import read_log
 from streams.types import JsonObject
 from streams.wiring import changelog_topic
 

@@ -339,9 +339,7 @@ def _parse(root: Node, path: Path, namespace: str, handler_dir: Path | None, rep
     topics = _section(fields.get("topics"), report, lambda n, e: _parse_topic(n, e, events, report))
     agents = _section(fields.get("agents"), report, lambda n, e: _parse_agent(n, e, topics, handler_dir, report))
     failures = _parse_failures(fields.get("failures"), report)
-    from streams.patterns import (
-        expand,  # the patterns package builds on this module's parser
-    )
+    from streams.patterns import expand  # the patterns package builds on this module's parser
 
     expansion = expand(fields.get("patterns"), agents, handler_dir, report)
     return Topology(

@@ -15,10 +15,10 @@ import os
 import threading
 import time
 import weakref
+from functools import partial
 from collections.abc import Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -37,10 +37,10 @@ from streams.effects import SideEffects, horizon_of
 from streams.envelope import Origin
 from streams.failures import due_ms
 from streams.flow import FlowControl
+from streams.lag import LagGate, consumer_groups
+from streams.intake import Intake
 from streams.human import TABLE as PARKED_TABLE
 from streams.human import TIMEOUT_CHECK_S, Parking, now_ms, timeout_record
-from streams.intake import Intake
-from streams.lag import LagGate, consumer_groups
 from streams.model import model_from_env
 from streams.patterns import bind_handler
 from streams.patterns.clock import ticker

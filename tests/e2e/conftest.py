@@ -11,14 +11,7 @@ from streams.admin import apply_topics, topics_wanted
 from streams.broker import BrokerProfile
 from streams.topology import load_topology
 from tests.e2e.harness import (
-    E2E_TOPOLOGY,
-    FAILURES_TOPOLOGY,
-    FLOW_TOPOLOGY,
-    FUZZ_TOPOLOGY,
-    PATTERNS_TOPOLOGY,
-    TASKS_TOPOLOGY,
-    Cluster,
-    print_logs,
+    E2E_TOPOLOGY, FAILURES_TOPOLOGY, FLOW_TOPOLOGY, FUZZ_TOPOLOGY, PATTERNS_TOPOLOGY, TASKS_TOPOLOGY, Cluster, print_logs,
 )  # fmt: skip
 
 

@@ -7,12 +7,12 @@ import time
 import pytest
 
 from streams.actions import Action, ActionLog
+from streams.timetravel import read_log, task_story
+from streams.producer import publish
 from streams.envelope import encode
 from streams.human import answer_event
 from streams.lifecycle import fold_tasks
-from streams.producer import publish
 from streams.records import Record
-from streams.timetravel import read_log, task_story
 from tests.e2e.harness import Cluster, payloads_of
 from tests.e2e.read_side import until
 

@@ -9,14 +9,7 @@ import pytest
 
 from tests.conftest import free_port
 from tests.e2e.harness import Cluster
-from tests.e2e.read_side import (
-    completed,
-    get,
-    send_tickets,
-    start_projections,
-    table_bytes,
-    until,
-)
+from tests.e2e.read_side import completed, get, send_tickets, start_projections, table_bytes, until
 
 pytestmark = pytest.mark.e2e
 

@@ -8,18 +8,11 @@ from typing import Any
 
 import pytest
 
-from streams.actions import (
-    SCHEMA_FILE,
-    Action,
-    ActionCodec,
-    HandlerActions,
-    RecordingModel,
-    task_partition,
-)
+from streams.actions import SCHEMA_FILE, Action, ActionCodec, HandlerActions, RecordingModel, task_partition
 from streams.envelope import Origin, new_event
-from streams.errors import EnvelopeError
 from streams.human import Decision, Parked, Parking, Question
 from streams.records import Incoming
+from streams.errors import EnvelopeError
 from streams.types import ChatMessage, Completion
 
 

@@ -5,13 +5,7 @@ from __future__ import annotations
 import pytest
 from confluent_kafka.admin import AdminClient, ConfigResource, ResourceType
 
-from streams.admin import (
-    ApplyReport,
-    TopicWanted,
-    apply_topics,
-    delete_topics,
-    list_topics,
-)
+from streams.admin import ApplyReport, TopicWanted, apply_topics, delete_topics, list_topics
 from streams.broker import BrokerProfile
 from streams.errors import BrokerError
 

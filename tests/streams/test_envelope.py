@@ -14,15 +14,7 @@ import orjson
 import pytest
 from fastavro.schema import load_schema, to_parsing_canonical_form
 
-from streams.envelope import (
-    Event,
-    Origin,
-    decode,
-    derived_id,
-    encode,
-    encode_json,
-    new_event,
-)
+from streams.envelope import Event, Origin, decode, derived_id, encode, encode_json, new_event
 from streams.errors import EnvelopeError
 
 SCHEMA_FILE = Path(__file__).resolve().parents[2] / "schemas" / "Envelope.avsc"

@@ -13,14 +13,7 @@ import pytest
 from aiohttp import web
 
 from streams.errors import RateLimited, TopologyError
-from streams.flow import (
-    FlowControl,
-    FlowSpec,
-    ModelBudget,
-    ModelLimits,
-    ThrottledModel,
-    TokenBucket,
-)
+from streams.flow import FlowControl, FlowSpec, ModelBudget, ModelLimits, ThrottledModel, TokenBucket
 from streams.model import OfflineModel, OfflineSettings
 from streams.topology import load_topology
 from streams.types import ChatMessage, Completion

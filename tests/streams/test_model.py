@@ -22,6 +22,7 @@ from streams.model import (
     estimate_tokens,
     model_from_env,
 )
+
 from tests.streams.conftest import Connect, chat_completion
 
 

@@ -7,25 +7,12 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from confluent_kafka import (
-    OFFSET_BEGINNING,
-    Consumer,
-    KafkaError,
-    Producer,
-    TopicPartition,
-)
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from streams.broker import BrokerProfile
 from streams.errors import ReplayError
-from streams.replay import (
-    OffsetMove,
-    ShiftBy,
-    ToDatetime,
-    ToEarliest,
-    ToOffset,
-    reset_offsets,
-)
+from streams.replay import OffsetMove, ShiftBy, ToDatetime, ToEarliest, ToOffset, reset_offsets
 
 PARTITIONS = 2
 PER_PARTITION = 10

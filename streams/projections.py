@@ -35,12 +35,7 @@ from streams.replay import ToEarliest, reset_offsets
 from streams.settings import Settings
 from streams.topology import ACTIONS_TOPIC, PROJECTIONS, Topology
 from streams.views import add_views
-from streams.wiring import (
-    TABLE_STORE_OPTIONS,
-    TablesWiredFirst,
-    changelog_topic,
-    incoming_of,
-)
+from streams.wiring import TABLE_STORE_OPTIONS, TablesWiredFirst, changelog_topic, incoming_of
 from streams.worker import require_existing, run_faust_worker
 
 TASKS = "tasks"

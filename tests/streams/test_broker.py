@@ -274,7 +274,7 @@ def test_faust_takes_every_setting_of_the_profile() -> None:
 
     conf = BrokerProfile("127.0.0.1:9", embedded=True).faust_app("kappa-profile-probe").conf
 
-    assert (conf.processing_guarantee, conf.producer_linger) == (ProcessingGuarantee.AT_LEAST_ONCE, 0.005)
+    assert (conf.processing_guarantee, conf.producer_linger) == (ProcessingGuarantee.AT_LEAST_ONCE, 0.1)
     assert (conf.broker_session_timeout, conf.broker_heartbeat_interval) == (4.0, 1.0)
     assert [str(url) for url in conf.broker] == ["kafka://127.0.0.1:9"]
 

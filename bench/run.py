@@ -1,8 +1,8 @@
-"""`make bench`: events/s and end-to-end latency of the same stateful work, four ways.
+"""`make bench`: events/s and end-to-end latency of the same stateful work, five ways.
 
 (a) a raw confluent-kafka loop, (b) a Kappa Agents agent, (c) a default faust agent,
-(d) a quixstreams app (in a venv of its own; skipped when that venv is missing),
-one after another on the same broker in the same run, each on topics of its own.
+(c2) faust over take() batches (faust's own floor), (d) a quixstreams app (in a venv of
+its own; skipped when that venv is missing), one after another on the same broker in the same run, each on topics of its own.
 Writes bench/results.json, prints a table; exits 1 when any row's output is wrong.
 
 Then the flow-control scenarios (bench/scenarios.py) and every target of the
@@ -58,6 +58,8 @@ ROWS = (
         "kappa-agents worker: faust table with changelog, KeyedDispatcher, librdkafka output producer"),
     Row("faust", "(c) faust default agent", (PY, "-m", "bench.faust_app", "worker", "-l", "warn", "--without-web"),
         "async for event in stream → table → await topic.send; the broker profile's faust settings"),
+    Row("faust-batched", "(c2) faust take() batches", (PY, "-m", "bench.faust_app", "batched", "worker", "-l", "warn", "--without-web"),
+        "stream.noack_take(500) → table per event → one librdkafka send per batch, acked once delivered: faust's floor"),
     Row("quix", "(d) quixstreams app", (str(QUIX_PY), "-m", "bench.quix_app"),
         f"StreamingDataFrame.apply(stateful) → RocksDB state with changelog → to_topic; {QUIX_PIN}, its own venv",
         unavailable=None if QUIX_STAMP.exists() else f"no {QUIX_STAMP.parent.relative_to(REPO)}: `make bench` builds it (needs PyPI)"),

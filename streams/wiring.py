@@ -29,6 +29,7 @@ from faust.types import EventT, TableT
 from mode.supervisors import CrashingSupervisor
 
 from streams.broker import BrokerProfile
+from streams.changelog import DurableTable, all_durable, changelog_sends
 from streams.diagnostics import install_task_dump
 from streams.dispatch import Finish, KeyedDispatcher
 from streams.edge import read_to_end
@@ -156,6 +157,7 @@ def build_agent_app(
         autodiscover=False,
         Worker=_Worker,
         TableManager=TablesWiredFirst,
+        Table=DurableTable,
     )
     tables = {name: _table(app, name, topology, spec) for name in spec.tables}
     effects_table = _table(app, EFFECTS_TABLE, topology, spec)
@@ -199,7 +201,8 @@ async def _feed(
 ) -> None:
     async def handle(event: EventT) -> Finish:
         _current_event.set(weakref.ref(event))  # faust tables find their partition through it
-        return await runner.process(incoming_of(event))
+        writes = changelog_sends()
+        return all_durable(await runner.process(incoming_of(event)), writes)
 
     async def release(event: EventT) -> None:
         await stream.ack(event)

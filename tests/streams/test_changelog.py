@@ -1,0 +1,83 @@
+"""An event's table writes hold its ack until their changelog records are acknowledged (real, unstarted faust app)."""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+
+import faust
+import pytest
+from faust.streams import _current_event
+from faust.types.tuples import Message
+
+from streams.changelog import DurableTable, all_durable, changelog_sends
+from streams.errors import BrokerError
+
+
+def _app() -> faust.App:
+    return faust.App("changelog-test", broker="kafka://127.0.0.1:1", store="memory://", Table=DurableTable)
+
+
+def _handling(app: faust.App, offset: int) -> faust.Event:
+    """As the runtime does per event: the table's partition comes from the current event (weakly held: keep it)."""
+    event = faust.Event(app, b"k", b"v", None, Message("in", 0, offset, 0.0, 0, None, b"k", b"v", None))
+    _current_event.set(weakref.ref(event))
+    return event
+
+
+async def _outputs_sent() -> None:
+    """The event's outputs, acknowledged at once."""
+
+
+def test_an_event_is_durable_once_its_outputs_and_its_table_writes_are_acknowledged() -> None:
+    app = _app()
+    table = app.Table("totals", default=int, partitions=1)
+
+    async def scenario() -> None:
+        event = _handling(app, 0)
+        writes = changelog_sends()
+        table["a"] = 1
+        table["b"] = 2
+        durable = asyncio.ensure_future(all_durable(_outputs_sent(), writes))
+        await asyncio.sleep(0.01)
+        assert [(w.message.key, w.message.value) for w in writes] == [(b'"a"', b"1"), (b'"b"', b"2")]
+        assert not durable.done()  # outputs sent, changelog records still in flight
+        writes[0].set_result(None)
+        await asyncio.sleep(0.01)
+        assert not durable.done()
+        writes[1].set_result(None)
+        await asyncio.wait_for(durable, 1)
+
+    asyncio.run(scenario())
+
+
+def test_a_changelog_write_the_broker_refused_fails_the_event() -> None:
+    app = _app()
+    table = app.Table("totals", default=int, partitions=1)
+
+    async def scenario() -> None:
+        event = _handling(app, 0)
+        writes = changelog_sends()
+        table["a"] = 1
+        writes[0].set_exception(TimeoutError("no acknowledgement within 60 s"))
+        with pytest.raises(BrokerError, match="changelog-test-totals-changelog"):
+            await all_durable(_outputs_sent(), writes)
+
+    asyncio.run(scenario())
+
+
+def test_each_event_waits_for_its_own_writes_only() -> None:
+    app = _app()
+    table = app.Table("totals", default=int, partitions=1)
+
+    async def scenario() -> tuple[list[object], list[object]]:
+        event = _handling(app, 0)
+        first = changelog_sends()
+        table["a"] = 1
+        event = _handling(app, 1)
+        second = changelog_sends()
+        table["a"] = 2
+        del event
+        return [w.message.value for w in first], [w.message.value for w in second]
+
+    assert asyncio.run(scenario()) == ([b"1"], [b"2"])

@@ -66,11 +66,6 @@ DELIVERY_TIMEOUT_S = 60
 20 minutes). A broker that stops answering must not stall a worker silently for that long: the failed
 send stops the agent, the worker exits non-zero with the error logged, and nothing it handled since
 is acked, so a supervisor's restart redelivers it."""
-COMMIT_INTERVAL_S = 0.5
-"""How often faust commits what agents acked (its default 2.8 s). A survivor that handled records
-shortly before a rebalance re-read them from the last commit after it (tests/e2e, two workers:
-12 records handled twice in several runs): the commit faust makes when partitions are revoked did not
-cover them. Committing more often shrinks that window; it does not close it (at-least-once)."""
 EMBEDDED_LINGER_MS = 100
 """Producer linger on the embedded broker: fewer, larger record batches. Tansu's cost to answer a fetch
 grows with the number of record batches stored in the partition, then falls off a cliff: a fetch of
@@ -175,7 +170,6 @@ class BrokerProfile:
             "processing_guarantee": "at_least_once",
             "producer_linger": 0.005,
             "producer_request_timeout": DELIVERY_TIMEOUT_S,
-            "broker_commit_interval": COMMIT_INTERVAL_S,
         }
         if self.embedded:
             settings |= {
@@ -186,7 +180,8 @@ class BrokerProfile:
         return settings
 
     def faust_app(self, app_id: str, **settings: Any) -> faust.App:
-        """A ``faust.App`` with the profile's settings (and ``settings``) whose table recovery sees real ends.
+        """A ``faust.App`` with the profile's settings (and ``settings``), committing before rebalances
+        (``_CommittingConsumer``), whose table recovery sees real ends.
 
         faust rebuilds a table from its changelog up to the partition's end offset.
         Tansu reports that end as the last batch's base offset + 1, so recovery
@@ -197,6 +192,8 @@ class BrokerProfile:
         app = faust.App(app_id, **self._faust_settings(), **settings)
         if self.embedded:
             app.transport = _RealEndsTransport(app.conf.broker_consumer, app, profile=self)
+        else:
+            app.transport = _CommittingTransport(app.conf.broker_consumer, app)
         return app
 
     def wait_until_ready(self, timeout: float = READY_TIMEOUT) -> None:
@@ -270,14 +267,38 @@ def read_until(reader: Consumer, partition: tuple[str, int], stop: Callable[[Mes
     raise BrokerError(f"reading {partition[0]} partition {partition[1]} to its end took over {SCAN_TIMEOUT:.0f} s")
 
 
-class _RealEndsConsumer(faust_aiokafka.Consumer):
-    """faust's aiokafka consumer, answering table recovery's end offsets with ``real_ends``."""
+class _CommittingConsumer(faust_aiokafka.Consumer):
+    """faust's aiokafka consumer, committing what agents acked before a rebalance makes faust forget it.
+
+    faust's ``on_partitions_revoked`` drops its lists of acked offsets for the
+    revoked partitions (every partition, in an eager rebalance) and only then
+    waits for its streams and commits, so whatever was acked since the last
+    periodic commit stays uncommitted and is handled a second time by whoever
+    gets the partition next, the same worker included (tests/e2e: a surviving
+    worker handled its own partition's last records again after the other
+    worker left). Committing first, as Kafka's rebalance protocol intends
+    (commits of the ending generation are accepted while it rebalances),
+    closes that. Records acked while faust then waits for its streams are
+    committed by faust's own commit after the wait.
+    """
+
+    async def on_partitions_revoked(self, revoked: set[TP]) -> None:
+        await self.commit()
+        await super().on_partitions_revoked(revoked)
+
+
+class _RealEndsConsumer(_CommittingConsumer):
+    """The consumer for the embedded broker, answering table recovery's end offsets with ``real_ends``."""
 
     async def highwaters(self, *partitions: TP) -> Mapping[TP, int]:
         reported = await super().highwaters(*partitions)
         profile = cast(_RealEndsTransport, self.transport).profile
         ends = await asyncio.to_thread(real_ends, profile, {(tp.topic, tp.partition): end for tp, end in reported.items()})
         return {tp: ends[(tp.topic, tp.partition)] for tp in reported}
+
+
+class _CommittingTransport(faust_aiokafka.Transport):
+    Consumer = _CommittingConsumer
 
 
 class _RealEndsTransport(faust_aiokafka.Transport):

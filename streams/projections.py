@@ -63,6 +63,7 @@ def build_projection_app(topology: Topology, settings: Settings, profile: Broker
         datadir=str(projection_dir(topology, settings)),
         topic_partitions=actions.partitions,
         consumer_auto_offset_reset="earliest",
+        broker_commit_interval=settings.commit_interval_s,
         key_serializer="json",
         value_serializer="json",
         web_enabled=True,

@@ -12,11 +12,16 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from streams.errors import ConfigError
 
+N = TypeVar("N", int, float)
+
 DEFAULT_EMBEDDED_PORT = 19092
 DEFAULT_QUERY_PORT = 6066
+DEFAULT_COMMIT_INTERVAL_S = 2.8
+"""faust's own default."""
 
 
 @dataclass(frozen=True)
@@ -37,6 +42,9 @@ class Settings:
     """Host name other projections workers reach this one's query views at."""
     query_port: int = DEFAULT_QUERY_PORT
     """Port of this projections worker's query views: one per worker sharing a host."""
+    commit_interval_s: float = DEFAULT_COMMIT_INTERVAL_S
+    """How often a worker commits the offsets its agents finished. A worker that dies handles again
+    what it finished since its last commit (at-least-once); a rebalance commits first."""
 
     @property
     def tables_dir(self) -> Path:
@@ -57,11 +65,12 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         bootstrap_servers=env.get("KAFKA_BOOTSTRAP_SERVERS") or None,
         state_dir=Path(env.get("KAPPA_STATE_DIR", ".kappa")).absolute(),
         namespace=env.get("KAPPA_NAMESPACE", ""),
-        embedded_port=_int(env, "KAPPA_BROKER_PORT", DEFAULT_EMBEDDED_PORT),
+        embedded_port=_number(env, "KAPPA_BROKER_PORT", DEFAULT_EMBEDDED_PORT),
         topology_path=Path(env.get("KAPPA_TOPOLOGY", "topology.yaml")),
         broker_kind=_broker_kind(env),
         query_host=env.get("KAPPA_QUERY_HOST") or "127.0.0.1",
-        query_port=_int(env, "KAPPA_QUERY_PORT", DEFAULT_QUERY_PORT),
+        query_port=_number(env, "KAPPA_QUERY_PORT", DEFAULT_QUERY_PORT),
+        commit_interval_s=_number(env, "KAPPA_COMMIT_INTERVAL_S", DEFAULT_COMMIT_INTERVAL_S),
     )
 
 
@@ -72,11 +81,14 @@ def _broker_kind(env: Mapping[str, str]) -> str | None:
     return kind
 
 
-def _int(env: Mapping[str, str], name: str, default: int) -> int:
+def _number(env: Mapping[str, str], name: str, default: N) -> N:
+    """The variable as a number of ``default``'s type (int or float)."""
     raw = env.get(name)
     if raw is None or raw == "":
         return default
+    kind = type(default)
     try:
-        return int(raw)
+        return kind(raw)
     except ValueError as exc:
-        raise ConfigError(f"{name}={raw!r} is not a whole number; set it to e.g. {default}") from exc
+        what = "a whole number" if kind is int else "a number"
+        raise ConfigError(f"{name}={raw!r} is not {what}; set it to e.g. {default}") from exc

@@ -151,6 +151,7 @@ def build_agent_app(
         topic_partitions=topology.input_partitions(agent),
         consumer_auto_offset_reset="earliest",
         stream_buffer_maxsize=STREAM_BUFFER,
+        broker_commit_interval=settings.commit_interval_s,
         key_serializer="json",  # tables: str keys and JSON values survive a changelog rebuild
         value_serializer="json",
         web_enabled=False,

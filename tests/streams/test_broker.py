@@ -142,6 +142,16 @@ def test_unknown_broker_kind_is_refused() -> None:
         load_settings({"KAPPA_BROKER_KIND": "redpanda"})
 
 
+def test_numeric_settings_are_read_as_their_kind_and_a_bad_value_is_named() -> None:
+    settings = load_settings({"KAPPA_COMMIT_INTERVAL_S": "0.5", "KAPPA_BROKER_PORT": "19999"})
+    assert (settings.commit_interval_s, settings.embedded_port) == (0.5, 19999)
+    assert load_settings({}).commit_interval_s == 2.8
+    with pytest.raises(ConfigError, match=r"KAPPA_COMMIT_INTERVAL_S='soon' is not a number; set it to e.g. 2.8"):
+        load_settings({"KAPPA_COMMIT_INTERVAL_S": "soon"})
+    with pytest.raises(ConfigError, match=r"KAPPA_BROKER_PORT='1.5' is not a whole number"):
+        load_settings({"KAPPA_BROKER_PORT": "1.5"})
+
+
 def test_wait_until_ready_names_the_broker_that_never_answered() -> None:
     with socket.socket() as unused:
         unused.bind(("127.0.0.1", 0))

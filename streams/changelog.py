@@ -7,12 +7,12 @@ table that, rebuilt from its changelog on another worker, lacks the write
 while the event counts as handled: a lost update. (faust also drops a changelog
 record whose send failed, with a log line.) ``DurableTable`` hands every
 changelog send made while an event is handled to that event, and the runtime
-acks the event only once they are acknowledged, as it does for its outputs.
+(agents and the projections worker) acks the event only once they are
+acknowledged, as it does for its outputs.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
 from contextvars import ContextVar
 from typing import Any
 
@@ -44,13 +44,12 @@ def changelog_sends() -> list[FutureMessage]:
     return sends
 
 
-async def all_durable(finish: Awaitable[None], sends: list[FutureMessage]) -> None:
-    """Return once the event's outputs (``finish``) and its table writes are acknowledged by the broker.
+async def acknowledged(sends: list[FutureMessage]) -> None:
+    """Return once every changelog send is acknowledged by the broker.
 
-    Raises BrokerError for a changelog record the broker did not take, so the
-    event stays unacked and is handled again after the restart that follows.
+    Raises BrokerError for a record the broker did not take, so the event that
+    wrote it stays unacked and is handled again after the restart that follows.
     """
-    await finish
     for sent in sends:
         try:
             await sent

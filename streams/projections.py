@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import weakref
 from collections.abc import Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
@@ -21,11 +22,13 @@ from typing import Any
 
 import faust
 from faust.types import EventT, TableT
+from faust.streams import _current_event
 from mode.supervisors import CrashingSupervisor
 
 from streams.actions import ActionLog
 from streams.admin import delete_topics
 from streams.broker import BrokerProfile
+from streams.changelog import DurableTable, acknowledged, changelog_sends
 from streams.errors import EnvelopeError, ReplayError
 from streams.failures import Delivery, Failure, dead_letter_record
 from streams.lifecycle import fold_agent, fold_task
@@ -42,6 +45,8 @@ TASKS = "tasks"
 AGENTS = "agents"
 VERSION = "1"
 """Recorded on the projections' dead letters, as agents record theirs."""
+FOLD_BATCH = 500
+FOLD_WITHIN_S = 0.05
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +76,7 @@ def build_projection_app(topology: Topology, settings: Settings, profile: Broker
         web_port=settings.query_port,
         autodiscover=False,
         TableManager=TablesWiredFirst,
+        Table=DurableTable,
     )
     partitions, options = actions.partitions, TABLE_STORE_OPTIONS
     tasks = app.Table(TASKS, default=None, partitions=partitions, options=options, help="task lifecycle views, by task id")
@@ -81,8 +87,15 @@ def build_projection_app(topology: Topology, settings: Settings, profile: Broker
         async with AsyncExitStack() as stack:
             producer = AsyncProducer(profile.producer_config())
             stack.callback(producer.close)
-            async for event in stream.events():
-                await _apply(event, actions, tasks, agents, producer, dead_letters)
+            # Acked a batch at a time, once the batch's table writes are acknowledged, as agents' events are.
+            async for batch in stream.noack_take(FOLD_BATCH, within=FOLD_WITHIN_S):
+                writes = changelog_sends()
+                for event in batch:
+                    _current_event.set(weakref.ref(event))  # the tables write to this action's partition
+                    await _apply(event, actions, tasks, agents, producer, dead_letters)
+                await acknowledged(writes)
+                for event in batch:
+                    await stream.ack(event)
 
     topic = app.topic(actions.topic, key_serializer="raw", value_serializer="raw")
     app.agent(topic, name=PROJECTIONS, supervisor_strategy=CrashingSupervisor)(project)  # type: ignore[arg-type]  # faust passes a Stream

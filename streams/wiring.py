@@ -26,10 +26,11 @@ import faust
 from faust.streams import _current_event, current_event
 from faust.tables import TableManager
 from faust.types import EventT, TableT
+from faust.types.tuples import FutureMessage
 from mode.supervisors import CrashingSupervisor
 
 from streams.broker import BrokerProfile
-from streams.changelog import DurableTable, all_durable, changelog_sends
+from streams.changelog import DurableTable, acknowledged, changelog_sends
 from streams.diagnostics import install_task_dump
 from streams.dispatch import Finish, KeyedDispatcher
 from streams.edge import read_to_end
@@ -203,7 +204,7 @@ async def _feed(
     async def handle(event: EventT) -> Finish:
         _current_event.set(weakref.ref(event))  # faust tables find their partition through it
         writes = changelog_sends()
-        return all_durable(await runner.process(incoming_of(event)), writes)
+        return _durable(await runner.process(incoming_of(event)), writes)
 
     async def release(event: EventT) -> None:
         await stream.ack(event)
@@ -244,6 +245,12 @@ async def _feed(
         raise
     finally:
         interruptible = False
+
+
+async def _durable(finish: Finish, writes: list[FutureMessage]) -> None:
+    """An event's outputs, then its table writes: once both are acknowledged, so is all it caused."""
+    await finish
+    await acknowledged(writes)
 
 
 def _gate(topology: Topology, spec: AgentSpec, profile: BrokerProfile, producer: AsyncProducer) -> LagGate | None:

@@ -10,7 +10,7 @@ import pytest
 from faust.streams import _current_event
 from faust.types.tuples import Message
 
-from streams.changelog import DurableTable, all_durable, changelog_sends
+from streams.changelog import DurableTable, acknowledged, changelog_sends
 from streams.errors import BrokerError
 
 
@@ -25,11 +25,7 @@ def _handling(app: faust.App, offset: int) -> faust.Event:
     return event
 
 
-async def _outputs_sent() -> None:
-    """The event's outputs, acknowledged at once."""
-
-
-def test_an_event_is_durable_once_its_outputs_and_its_table_writes_are_acknowledged() -> None:
+def test_an_event_waits_until_each_of_its_table_writes_is_acknowledged() -> None:
     app = _app()
     table = app.Table("totals", default=int, partitions=1)
 
@@ -38,10 +34,10 @@ def test_an_event_is_durable_once_its_outputs_and_its_table_writes_are_acknowled
         writes = changelog_sends()
         table["a"] = 1
         table["b"] = 2
-        durable = asyncio.ensure_future(all_durable(_outputs_sent(), writes))
+        durable = asyncio.ensure_future(acknowledged(writes))
         await asyncio.sleep(0.01)
         assert [(w.message.key, w.message.value) for w in writes] == [(b'"a"', b"1"), (b'"b"', b"2")]
-        assert not durable.done()  # outputs sent, changelog records still in flight
+        assert not durable.done()
         writes[0].set_result(None)
         await asyncio.sleep(0.01)
         assert not durable.done()
@@ -61,7 +57,7 @@ def test_a_changelog_write_the_broker_refused_fails_the_event() -> None:
         table["a"] = 1
         writes[0].set_exception(TimeoutError("no acknowledgement within 60 s"))
         with pytest.raises(BrokerError, match="changelog-test-totals-changelog"):
-            await all_durable(_outputs_sent(), writes)
+            await acknowledged(writes)
 
     asyncio.run(scenario())
 

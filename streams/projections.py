@@ -32,7 +32,7 @@ from streams.changelog import DurableTable, acknowledged, changelog_sends
 from streams.errors import EnvelopeError, ReplayError
 from streams.failures import Delivery, Failure, dead_letter_record
 from streams.lifecycle import fold_agent, fold_task
-from streams.liveness import register, running_workers
+from streams.liveness import claim_state_dir, register, running_workers
 from streams.producer import AsyncProducer
 from streams.replay import ToEarliest, reset_offsets
 from streams.settings import Settings
@@ -61,11 +61,10 @@ class ProjectionApp:
 def build_projection_app(topology: Topology, settings: Settings, profile: BrokerProfile) -> ProjectionApp:
     """Wire the projections: one stream over the action log, two tables, the query views."""
     actions = ActionLog.of(topology)
-    settings.tables_dir.mkdir(parents=True, exist_ok=True)
     app = profile.faust_app(
         topology.group_id(PROJECTIONS),
         store="rocksdb://",
-        datadir=str(projection_dir(topology, settings)),
+        datadir=str(claim_state_dir(settings, topology.group_id(PROJECTIONS), projection_dir(topology, settings))),
         topic_partitions=actions.partitions,
         consumer_auto_offset_reset="earliest",
         broker_commit_interval=settings.commit_interval_s,

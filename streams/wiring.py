@@ -40,6 +40,7 @@ from streams.envelope import Origin
 from streams.failures import due_ms
 from streams.flow import FlowControl
 from streams.lag import LagGate, consumer_groups
+from streams.liveness import claim_state_dir
 from streams.intake import Intake
 from streams.human import TABLE as PARKED_TABLE
 from streams.human import TIMEOUT_CHECK_S, Parking, now_ms, timeout_record
@@ -144,11 +145,10 @@ def build_agent_app(
 ) -> AgentApp:
     """Wire one topology agent into a faust app, ready for ``app.main()`` or a Worker."""
     spec = topology.agents[agent]
-    settings.tables_dir.mkdir(parents=True, exist_ok=True)  # faust needs the datadir's parent
     app = profile.faust_app(
         topology.group_id(agent),
         store="rocksdb://",
-        datadir=str(table_dir(topology, agent, settings)),
+        datadir=str(claim_state_dir(settings, topology.group_id(agent), table_dir(topology, agent, settings))),
         topic_partitions=topology.input_partitions(agent),
         consumer_auto_offset_reset="earliest",
         stream_buffer_maxsize=STREAM_BUFFER,
@@ -296,7 +296,7 @@ async def _until_due(raw_headers: Any) -> None:
 
 
 def table_dir(topology: Topology, agent: str, settings: Settings) -> Path:
-    """Where the agent's RocksDB tables live on this host."""
+    """Where the agent's RocksDB tables live on this host (a directory per worker below it)."""
     return settings.tables_dir / topology.group_id(agent)
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import atexit
 import fcntl
-import itertools
 import os
 from pathlib import Path
 
@@ -51,16 +50,17 @@ def claim_state_dir(settings: Settings, group: str, base: Path) -> Path:
     locks = _dir(settings, group)
     locks.mkdir(parents=True, exist_ok=True)
     base.mkdir(parents=True, exist_ok=True)
-    for slot in itertools.count():
+    slot = 0
+    while True:
         fd = os.open(locks / f"slot-{slot}.lock", os.O_CREAT | os.O_RDWR)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
+            slot += 1
             continue
         _held_slots.append(fd)
         return base / f"worker-{slot}"
-    raise AssertionError("unreachable: slots are unbounded")
 
 
 def _dir(settings: Settings, group: str) -> Path:

@@ -4,36 +4,35 @@ from __future__ import annotations
 
 import asyncio
 import weakref
+from typing import Any
 
 import faust
 import pytest
 from faust.streams import _current_event
-from faust.types.tuples import Message
+from faust.types.tuples import FutureMessage, Message
 
 from streams.changelog import DurableTable, acknowledged, changelog_sends
 from streams.errors import BrokerError
 
 
-def _app() -> faust.App:
-    return faust.App("changelog-test", broker="kafka://127.0.0.1:1", store="memory://", Table=DurableTable)
+def _table() -> Any:
+    app = faust.App("changelog-test", broker="kafka://127.0.0.1:1", store="memory://", Table=DurableTable)
+    return app.Table("totals", default=int, partitions=1)
 
 
-def _handling(app: faust.App, offset: int) -> faust.Event:
-    """As the runtime does per event: the table's partition comes from the current event (weakly held: keep it)."""
-    event = faust.Event(app, b"k", b"v", None, Message("in", 0, offset, 0.0, 0, None, b"k", b"v", None))
+def _handle(table: Any, offset: int, **values: int) -> tuple[faust.Event, list[FutureMessage]]:
+    """As the runtime handles an event (its partition is the tables'): the event, weakly held (keep it), and its writes."""
+    event = faust.Event(table.app, b"k", b"v", None, Message("in", 0, offset, 0.0, 0, None, b"k", b"v", None))
     _current_event.set(weakref.ref(event))
-    return event
+    writes = changelog_sends()
+    for key, value in values.items():
+        table[key] = value
+    return event, writes
 
 
 def test_an_event_waits_until_each_of_its_table_writes_is_acknowledged() -> None:
-    app = _app()
-    table = app.Table("totals", default=int, partitions=1)
-
     async def scenario() -> None:
-        event = _handling(app, 0)
-        writes = changelog_sends()
-        table["a"] = 1
-        table["b"] = 2
+        event, writes = _handle(_table(), 0, a=1, b=2)
         durable = asyncio.ensure_future(acknowledged(writes))
         await asyncio.sleep(0.01)
         assert [(w.message.key, w.message.value) for w in writes] == [(b'"a"', b"1"), (b'"b"', b"2")]
@@ -48,13 +47,8 @@ def test_an_event_waits_until_each_of_its_table_writes_is_acknowledged() -> None
 
 
 def test_a_changelog_write_the_broker_refused_fails_the_event() -> None:
-    app = _app()
-    table = app.Table("totals", default=int, partitions=1)
-
     async def scenario() -> None:
-        event = _handling(app, 0)
-        writes = changelog_sends()
-        table["a"] = 1
+        event, writes = _handle(_table(), 0, a=1)
         writes[0].set_exception(TimeoutError("no acknowledgement within 60 s"))
         with pytest.raises(BrokerError, match="changelog-test-totals-changelog"):
             await acknowledged(writes)
@@ -63,17 +57,10 @@ def test_a_changelog_write_the_broker_refused_fails_the_event() -> None:
 
 
 def test_each_event_waits_for_its_own_writes_only() -> None:
-    app = _app()
-    table = app.Table("totals", default=int, partitions=1)
-
-    async def scenario() -> tuple[list[object], list[object]]:
-        event = _handling(app, 0)
-        first = changelog_sends()
-        table["a"] = 1
-        event = _handling(app, 1)
-        second = changelog_sends()
-        table["a"] = 2
-        del event
+    async def scenario() -> tuple[list[bytes], list[bytes]]:
+        table = _table()
+        first_event, first = _handle(table, 0, a=1)
+        second_event, second = _handle(table, 1, a=2)
         return [w.message.value for w in first], [w.message.value for w in second]
 
     assert asyncio.run(scenario()) == ([b"1"], [b"2"])
